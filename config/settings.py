@@ -1,0 +1,112 @@
+"""Settings: built-in defaults, then the YAML file named by GEN3D_CONFIG, then GEN3D_* env.
+
+No file is needed for the embedded default. Relative paths are relative to the
+current directory, like the database URL's ``sqlite:///var/...``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from config.registry import Registry
+
+DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
+
+# GEN3D_<NAME> -> dotted key in the settings tree.
+ENV_KEYS = {
+    "GEN3D_DATABASE_URL": "database_url",
+    "GEN3D_INBOX": "inbox",
+    "GEN3D_OUTPUTS": "outputs",
+    "GEN3D_INBOX_QUEUE": "inbox_queue",
+    "GEN3D_LEASE_S": "runner.lease_s",
+    "GEN3D_POLL_INTERVAL_S": "runner.poll_interval_s",
+    "GEN3D_MAX_ATTEMPTS": "runner.max_attempts",
+    "GEN3D_RESCAN_INTERVAL_S": "ingest.rescan_interval_s",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IngestSettings(_Section):
+    rescan_interval_s: float = Field(5.0, gt=0)
+    missing_input_grace_s: float = Field(5.0, ge=0)
+    max_job_file_bytes: int = Field(16 * 2**20, gt=0)
+
+
+class RunnerSettings(_Section):
+    poll_interval_s: float = Field(0.5, gt=0)
+    lease_s: float = Field(120.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    retry_base_s: float = Field(2.0, ge=0)
+    retry_max_s: float = Field(300.0, ge=0)
+
+
+class Limits(_Section):
+    max_picture_bytes: int = Field(50 * 2**20, gt=0)
+    max_picture_pixels: int = Field(40_000_000, gt=0)
+
+
+class Settings(_Section):
+    database_url: str
+    inbox: str
+    outputs: str
+    inbox_queue: str | None = None
+    ingest: IngestSettings = IngestSettings()
+    runner: RunnerSettings = RunnerSettings()
+    limits: Limits = Limits()
+    models: dict[str, dict[str, Any]]
+    default_models: dict[str, str]
+
+    @cached_property
+    def registry(self) -> Registry:
+        return Registry.from_config(self.models, self.default_models)
+
+    @property
+    def inbox_path(self) -> Path:
+        return Path(self.inbox)
+
+    @property
+    def outputs_path(self) -> Path:
+        return Path(self.outputs)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: str) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        tree = tree.setdefault(p, {})
+    tree[leaf] = value
+
+
+def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from defaults, ``GEN3D_CONFIG``, ``GEN3D_*`` and keyword overrides."""
+    env = dict(os.environ if env is None else env)
+    tree: dict[str, Any] = yaml.safe_load(DEFAULTS_FILE.read_text())
+    user_file = env.get("GEN3D_CONFIG")
+    if user_file:
+        path = Path(user_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"GEN3D_CONFIG names {path}, which is not a file")
+        tree = _merge(tree, yaml.safe_load(path.read_text()) or {})
+    for var, dotted in ENV_KEYS.items():
+        if env.get(var):
+            _set_dotted(tree, dotted, env[var])
+    tree = _merge(tree, overrides)
+    return Settings.model_validate(tree)
