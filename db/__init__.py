@@ -1,0 +1,1 @@
+"""Job tables, engines for SQLite and PostgreSQL, and the queue's statements."""

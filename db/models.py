@@ -1,0 +1,129 @@
+"""The schema as SQLAlchemy Core tables. Alembic revisions in ``migrations/`` create it;
+a test checks that the migrated database matches these definitions exactly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+
+STATES = ("queued", "running", "succeeded", "failed", "rejected", "cancelled", "waiting")
+FINAL_STATES = ("succeeded", "failed", "rejected", "cancelled")
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python; timestamptz on PostgreSQL, naive-UTC text on SQLite."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # a value SQLite computed itself
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(200)),
+    Column("task", String(16), nullable=False),
+    Column("model", String(100), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("params", JSON, nullable=False),
+    Column("seed", BigInteger),
+    Column("output_format", String(8), nullable=False, server_default="glb"),
+    # Resolved inputs: {"images": [uri], "image_sha256": [hex], "prompt": str, "mesh": uri}
+    Column("inputs", JSON, nullable=False),
+    # The entry exactly as the user wrote it (null when the file could not be parsed).
+    Column("spec", JSON),
+    Column("source_uri", Text, nullable=False),
+    # -1: the file as a whole (one object, or unparseable); i >= 0: entry i of a list/JSONL.
+    Column("source_entry", Integer, nullable=False, server_default="-1"),
+    Column("source_sha256", String(64), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer, nullable=False, server_default="3"),
+    Column("run_after", UTCDateTime, nullable=False),
+    Column("lease_owner", String(100)),
+    Column("lease_expires_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("error", Text),
+    Column("outputs_uri", Text),
+    UniqueConstraint("source_uri", "source_sha256", "source_entry"),
+    CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in STATES) + ")", name="state_known"),
+)
+
+# The claim statement's access path: queued jobs of one model, most urgent first.
+Index(
+    "ix_jobs_claim",
+    jobs.c.model,
+    jobs.c.priority.desc(),
+    jobs.c.id,
+    postgresql_where=text("state = 'queued'"),
+    sqlite_where=text("state = 'queued'"),
+)
+Index(
+    "ix_jobs_lease",
+    jobs.c.lease_expires_at,
+    postgresql_where=text("state = 'running'"),
+    sqlite_where=text("state = 'running'"),
+)
+Index("ix_jobs_state", jobs.c.state)
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", BigId, ForeignKey("jobs.id"), nullable=False, index=True),
+    Column("from_state", String(16)),
+    Column("to_state", String(16), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("runner", String(100)),
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    Column("detail", Text),
+)

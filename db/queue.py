@@ -1,0 +1,370 @@
+"""Every statement the queue runs, in one place, so its locking can be read in one sitting.
+
+Each function takes a Connection inside a transaction the caller opened (use
+``Database.write()`` for anything that writes: on SQLite that is ``BEGIN IMMEDIATE``).
+State changes are single guarded UPDATEs (``WHERE state = ... AND lease_owner = ...``),
+never read-modify-write in Python, so a runner that lost its lease cannot overwrite
+the work of the one that took the job over.
+
+Time: PostgreSQL's ``now()`` when the database is shared by many hosts; on SQLite
+(one host by construction) the Python clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Interval,
+    String,
+    and_,
+    case,
+    cast,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from db.models import UTCDateTime, job_events, jobs
+
+
+def now_expr(conn: Connection) -> ColumnElement[datetime]:
+    if conn.dialect.name == "postgresql":
+        return func.now()
+    return literal(datetime.now(UTC), UTCDateTime)
+
+
+def after_expr(conn: Connection, seconds: float) -> ColumnElement[datetime]:
+    if conn.dialect.name == "postgresql":
+        return func.now() + literal(timedelta(seconds=seconds), Interval)
+    return literal(datetime.now(UTC) + timedelta(seconds=seconds), UTCDateTime)
+
+
+def now(conn: Connection) -> datetime:
+    """The queue's clock, as a value."""
+    value = conn.execute(select(now_expr(conn))).scalar_one()
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# ---------------------------------------------------------------------------- enqueue
+
+
+@dataclass
+class NewJob:
+    """One row to create. ``state`` is ``queued`` or ``rejected`` (with ``error``)."""
+
+    task: str
+    model: str
+    source_uri: str
+    source_sha256: str
+    source_entry: int = -1
+    state: str = "queued"
+    name: str | None = None
+    priority: int = 0
+    params: dict[str, Any] | None = None
+    seed: int | None = None
+    output_format: str = "glb"
+    inputs: dict[str, Any] | None = None
+    spec: Any = None
+    max_attempts: int = 3
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    id: int
+    source_entry: int
+    state: str
+    created: bool  # False: this (source, content, entry) was ingested before
+
+
+def enqueue_file(conn: Connection, new: list[NewJob], outputs_root: str) -> list[Enqueued]:
+    """Create the rows of one source file, idempotently.
+
+    The unique key (source_uri, source_sha256, source_entry) makes a re-scan, a
+    duplicate event or a restart a no-op: the existing rows are returned instead.
+    ``outputs_root`` (ending in '/') fixes rejected rows' error-manifest folder.
+    """
+    if not new:
+        return []
+    uri, sha = new[0].source_uri, new[0].source_sha256
+    if any(j.source_uri != uri or j.source_sha256 != sha for j in new):
+        raise ValueError("enqueue_file takes the jobs of one source file")
+
+    def existing() -> dict[int, tuple[int, str]]:
+        rows = conn.execute(
+            select(jobs.c.source_entry, jobs.c.id, jobs.c.state).where(
+                jobs.c.source_uri == uri, jobs.c.source_sha256 == sha
+            )
+        )
+        return {r.source_entry: (r.id, r.state) for r in rows}
+
+    before = existing()
+    todo = [j for j in new if j.source_entry not in before]
+    if todo:
+        ts = now(conn)  # the database's clock, the one claim() compares against
+        values = [
+            {
+                "name": j.name,
+                "task": j.task,
+                "model": j.model,
+                "state": j.state,
+                "priority": j.priority,
+                "params": j.params or {},
+                "seed": j.seed,
+                "output_format": j.output_format,
+                "inputs": j.inputs or {},
+                "spec": j.spec,
+                "source_uri": j.source_uri,
+                "source_entry": j.source_entry,
+                "source_sha256": j.source_sha256,
+                "max_attempts": j.max_attempts,
+                "run_after": ts,
+                "created_at": ts,
+                "finished_at": ts if j.state == "rejected" else None,
+                "error": j.error,
+            }
+            for j in todo
+        ]
+        dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        stmt = dialect_insert(jobs).on_conflict_do_nothing(
+            index_elements=["source_uri", "source_sha256", "source_entry"]
+        )
+        conn.execute(stmt, values)
+    after = existing()
+    created = [after[j.source_entry][0] for j in todo if j.source_entry in after]
+    if created:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(created), jobs.c.state == "rejected")
+            .values(outputs_uri=literal(outputs_root + "rejected/") + cast(jobs.c.id, String))
+        )
+        _record(conn, created, None, jobs.c.state, runner=None, detail=jobs.c.error)
+    return [
+        Enqueued(
+            id=after[j.source_entry][0],
+            source_entry=j.source_entry,
+            state=after[j.source_entry][1],
+            created=j.source_entry not in before,
+        )
+        for j in new
+    ]
+
+
+def _record(
+    conn: Connection,
+    ids: list[int],
+    from_state: str | None,
+    to_state: Any,
+    *,
+    runner: str | None,
+    detail: Any = None,
+) -> None:
+    """One event per job, in one INSERT ... SELECT (the row supplies attempt/state)."""
+    if not ids:
+        return
+    to = to_state if isinstance(to_state, ColumnElement) else literal(to_state)
+    det = detail if isinstance(detail, ColumnElement) else literal(detail, String)
+    conn.execute(
+        insert(job_events).from_select(
+            ["job_id", "from_state", "to_state", "at", "runner", "attempt", "detail"],
+            select(
+                jobs.c.id,
+                literal(from_state, String) if from_state else null(),
+                to,
+                now_expr(conn),
+                literal(runner, String) if runner else null(),
+                jobs.c.attempts,
+                det,
+            ).where(jobs.c.id.in_(ids)),
+        )
+    )
+
+
+# ---------------------------------------------------------------------------- demand
+
+
+@dataclass(frozen=True)
+class ModelDemand:
+    """Runnable queued work of one model, as the model chooser sees it."""
+
+    model: str
+    ready: int
+    top_priority: int
+    oldest_created_at: datetime
+
+
+def demand(conn: Connection) -> list[ModelDemand]:
+    rows = conn.execute(
+        select(
+            jobs.c.model,
+            func.count(),
+            func.max(jobs.c.priority),
+            func.min(jobs.c.created_at),
+        )
+        .where(jobs.c.state == "queued", jobs.c.run_after <= now_expr(conn))
+        .group_by(jobs.c.model)
+    )
+    return [
+        ModelDemand(
+            model=m,
+            ready=n,
+            top_priority=p,
+            oldest_created_at=UTCDateTime().process_result_value(t, conn.dialect),  # type: ignore[arg-type]
+        )
+        for m, n, p, t in rows
+    ]
+
+
+def next_run_after(conn: Connection) -> datetime | None:
+    """When the earliest queued-but-delayed job becomes runnable (None: none queued)."""
+    value = conn.execute(
+        select(func.min(jobs.c.run_after)).where(jobs.c.state == "queued")
+    ).scalar()
+    return UTCDateTime().process_result_value(value, conn.dialect)
+
+
+# ---------------------------------------------------------------------------- claim
+
+
+def claim(
+    conn: Connection,
+    *,
+    model: str,
+    limit: int,
+    owner: str,
+    lease_s: float,
+    outputs_root: str,
+) -> list[dict[str, Any]]:
+    """Take up to ``limit`` runnable jobs of ``model``, most urgent first, under a lease.
+
+    PostgreSQL: ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)`` so
+    concurrent runners skip each other's rows instead of waiting. SQLite has no row
+    locks (SQLAlchemy drops the clause there); the caller's BEGIN IMMEDIATE
+    serialises writers, which gives the same guarantee.
+    """
+    pick = (
+        select(jobs.c.id)
+        .where(jobs.c.state == "queued", jobs.c.model == model, jobs.c.run_after <= now_expr(conn))
+        .order_by(jobs.c.priority.desc(), jobs.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(pick.scalar_subquery()))
+        .values(
+            state="running",
+            lease_owner=owner,
+            lease_expires_at=after_expr(conn, lease_s),
+            attempts=jobs.c.attempts + 1,
+            started_at=now_expr(conn),
+            outputs_uri=literal(outputs_root) + cast(jobs.c.id, String),
+        )
+        .returning(*jobs.c)
+    )
+    claimed = [dict(r._mapping) for r in conn.execute(stmt)]
+    claimed.sort(key=lambda r: (-r["priority"], r["id"]))
+    _record(conn, [r["id"] for r in claimed], "queued", "running", runner=owner)
+    return claimed
+
+
+# ---------------------------------------------------------------------------- finish / fail
+
+
+def _held(owner: str) -> ColumnElement[bool]:
+    return and_(jobs.c.state == "running", jobs.c.lease_owner == owner)
+
+
+def finish(conn: Connection, ids: list[int], *, owner: str) -> list[int]:
+    """Mark a batch succeeded in one statement; returns the ids this runner still held.
+
+    A job whose lease was lost (reaped, cancelled) is not touched, so ``succeeded``
+    is reached once and only once.
+    """
+    if not ids:
+        return []
+    done = list(
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(ids), _held(owner))
+            .values(
+                state="succeeded",
+                finished_at=now_expr(conn),
+                lease_owner=None,
+                lease_expires_at=None,
+                error=None,
+            )
+            .returning(jobs.c.id)
+        ).scalars()
+    )
+    _record(conn, done, "running", "succeeded", runner=owner)
+    return done
+
+
+def fail(
+    conn: Connection,
+    job_id: int,
+    *,
+    owner: str,
+    error: str,
+    permanent: bool,
+    retry_in_s: float,
+    detail: str | None = None,
+) -> str | None:
+    """Record a failed attempt: back to ``queued`` after ``retry_in_s``, or ``failed``
+    when the error is permanent or the attempts are spent. Returns the new state, or
+    None when this runner no longer held the job."""
+    give_up = literal(permanent) | (jobs.c.attempts >= jobs.c.max_attempts)
+    row = conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, _held(owner))
+        .values(
+            state=case((give_up, "failed"), else_="queued"),
+            run_after=case((give_up, jobs.c.run_after), else_=after_expr(conn, retry_in_s)),
+            finished_at=case((give_up, now_expr(conn)), else_=null()),
+            lease_owner=None,
+            lease_expires_at=None,
+            error=error,
+        )
+        .returning(jobs.c.state)
+    ).first()
+    if row is None:
+        return None
+    _record(conn, [job_id], "running", row.state, runner=owner, detail=detail or error)
+    return str(row.state)
+
+
+# ---------------------------------------------------------------------------- read
+
+
+def get_job(conn: Connection, job_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+    return dict(row._mapping) if row else None
+
+
+def list_jobs(conn: Connection, *, limit: int | None = None) -> list[dict[str, Any]]:
+    stmt = select(jobs).order_by(jobs.c.id)
+    if limit:
+        stmt = stmt.limit(limit)
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def events(conn: Connection, job_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.id)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def count_by_state(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state))
+    return {s: n for s, n in rows}

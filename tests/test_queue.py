@@ -1,0 +1,177 @@
+"""The queue's statements, specified once and run against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from db import queue
+from db.engine import Database
+from db.migrate import current_revision, head_revision
+
+OUT = "/out/"
+
+
+def _jobs(
+    n: int, *, model: str = "m", uri: str = "file:///inbox/a.json", **kw: object
+) -> list[queue.NewJob]:
+    return [
+        queue.NewJob(
+            task="mesh", model=model, source_uri=uri, source_sha256="ab" * 32, source_entry=i, **kw
+        )  # type: ignore[arg-type]
+        for i in range(n)
+    ]
+
+
+def test_schema_is_at_head(db: Database) -> None:
+    assert current_revision(db) == head_revision()
+
+
+def test_enqueue_is_idempotent_on_source_and_content(db: Database) -> None:
+    with db.write() as conn:
+        first = queue.enqueue_file(conn, _jobs(3), OUT)
+    with db.write() as conn:
+        again = queue.enqueue_file(conn, _jobs(3), OUT)
+    assert [e.created for e in first] == [True, True, True]
+    assert [e.created for e in again] == [False, False, False]
+    assert [e.id for e in again] == [e.id for e in first]
+    with db.read() as conn:
+        assert queue.count_by_state(conn) == {"queued": 3}
+
+
+def test_same_file_with_new_content_is_a_new_job(db: Database) -> None:
+    with db.write() as conn:
+        a = queue.enqueue_file(conn, _jobs(1), OUT)
+        b = queue.enqueue_file(
+            conn,
+            [
+                queue.NewJob(
+                    task="mesh",
+                    model="m",
+                    source_uri="file:///inbox/a.json",
+                    source_sha256="cd" * 32,
+                )
+            ],
+            OUT,
+        )
+    assert a[0].id != b[0].id and b[0].created
+
+
+def test_rejected_rows_get_an_event_and_an_error_folder(db: Database) -> None:
+    with db.write() as conn:
+        (e,) = queue.enqueue_file(conn, _jobs(1, state="rejected", error="bad task"), OUT)
+    with db.read() as conn:
+        job = queue.get_job(conn, e.id)
+        evs = queue.events(conn, e.id)
+    assert job is not None and job["state"] == "rejected" and job["error"] == "bad task"
+    assert job["outputs_uri"] == f"/out/rejected/{e.id}"
+    assert [(ev["from_state"], ev["to_state"], ev["detail"]) for ev in evs] == [
+        (None, "rejected", "bad task")
+    ]
+
+
+def test_claim_takes_most_urgent_first_and_only_its_model(db: Database) -> None:
+    with db.write() as conn:
+        queue.enqueue_file(conn, _jobs(2, priority=0), OUT)
+        queue.enqueue_file(conn, _jobs(1, priority=9, uri="file:///inbox/urgent.json"), OUT)
+        queue.enqueue_file(conn, _jobs(2, model="other", uri="file:///inbox/o.json"), OUT)
+    with db.write() as conn:
+        got = queue.claim(conn, model="m", limit=2, owner="r1", lease_s=60, outputs_root=OUT)
+    assert [j["priority"] for j in got] == [9, 0]
+    assert all(j["model"] == "m" and j["state"] == "running" and j["attempts"] == 1 for j in got)
+    assert all(j["lease_owner"] == "r1" and j["lease_expires_at"] > j["started_at"] for j in got)
+    assert all(j["outputs_uri"] == f"/out/{j['id']}" for j in got)
+
+
+def test_claimed_jobs_are_not_claimed_twice(db: Database) -> None:
+    with db.write() as conn:
+        queue.enqueue_file(conn, _jobs(5), OUT)
+    with db.write() as conn:
+        a = queue.claim(conn, model="m", limit=3, owner="r1", lease_s=60, outputs_root=OUT)
+    with db.write() as conn:
+        b = queue.claim(conn, model="m", limit=3, owner="r2", lease_s=60, outputs_root=OUT)
+    assert len(a) == 3 and len(b) == 2
+    assert not {j["id"] for j in a} & {j["id"] for j in b}
+
+
+def test_finish_only_touches_jobs_this_runner_holds(db: Database) -> None:
+    with db.write() as conn:
+        queue.enqueue_file(conn, _jobs(2), OUT)
+        got = queue.claim(conn, model="m", limit=2, owner="r1", lease_s=60, outputs_root=OUT)
+    ids = [j["id"] for j in got]
+    with db.write() as conn:
+        assert queue.finish(conn, ids, owner="intruder") == []
+        assert sorted(queue.finish(conn, ids, owner="r1")) == sorted(ids)
+        assert queue.finish(conn, ids, owner="r1") == []  # succeeded once and only once
+    with db.read() as conn:
+        history = [(e["from_state"], e["to_state"]) for e in queue.events(conn, ids[0])]
+    assert history == [(None, "queued"), ("queued", "running"), ("running", "succeeded")]
+
+
+def test_transient_failure_requeues_with_delay_until_attempts_spent(db: Database) -> None:
+    with db.write() as conn:
+        queue.enqueue_file(conn, _jobs(1, max_attempts=2), OUT)
+    states = []
+    for _ in range(2):
+        with db.write() as conn:
+            conn.execute(text("UPDATE jobs SET run_after = created_at"))  # skip the back-off
+            (job,) = queue.claim(conn, model="m", limit=1, owner="r", lease_s=60, outputs_root=OUT)
+            states.append(
+                queue.fail(
+                    conn, job["id"], owner="r", error="disk hiccup", permanent=False, retry_in_s=30
+                )
+            )
+    assert states == ["queued", "failed"]
+
+
+def test_delayed_job_is_not_runnable_until_its_time(db: Database) -> None:
+    with db.write() as conn:
+        queue.enqueue_file(conn, _jobs(1), OUT)
+        (job,) = queue.claim(conn, model="m", limit=1, owner="r", lease_s=60, outputs_root=OUT)
+        queue.fail(conn, job["id"], owner="r", error="hiccup", permanent=False, retry_in_s=3600)
+    with db.read() as conn:
+        assert queue.demand(conn) == []
+        nxt = queue.next_run_after(conn)
+        assert nxt is not None and nxt > queue.now(conn)
+
+
+def test_permanent_failure_fails_at_once(db: Database) -> None:
+    with db.write() as conn:
+        queue.enqueue_file(conn, _jobs(1, max_attempts=5), OUT)
+        (job,) = queue.claim(conn, model="m", limit=1, owner="r", lease_s=60, outputs_root=OUT)
+        state = queue.fail(
+            conn, job["id"], owner="r", error="no foreground", permanent=True, retry_in_s=1
+        )
+    assert state == "failed"
+    with db.read() as conn:
+        row = queue.get_job(conn, job["id"])
+    assert row is not None and row["error"] == "no foreground" and row["finished_at"] is not None
+
+
+def test_demand_summarises_runnable_work_per_model(db: Database) -> None:
+    with db.write() as conn:
+        queue.enqueue_file(conn, _jobs(3, priority=1), OUT)
+        queue.enqueue_file(conn, _jobs(1, model="x", priority=7, uri="file:///b.json"), OUT)
+    with db.read() as conn:
+        d = {m.model: m for m in queue.demand(conn)}
+    assert (d["m"].ready, d["m"].top_priority) == (3, 1)
+    assert (d["x"].ready, d["x"].top_priority) == (1, 7)
+
+
+def test_reporting_views_have_the_documented_columns(db: Database) -> None:
+    with db.write() as conn:
+        queue.enqueue_file(conn, _jobs(1), OUT)
+        (job,) = queue.claim(conn, model="m", limit=1, owner="r", lease_s=60, outputs_root=OUT)
+        queue.finish(conn, [job["id"]], owner="r")
+    with db.read() as conn:
+        summary = conn.execute(text("SELECT * FROM job_summary")).mappings().one()
+        history = conn.execute(text("SELECT * FROM job_history ORDER BY at")).mappings().all()
+    assert list(summary.keys()) == [
+        "id", "task", "model", "state", "priority", "attempts", "source",
+        "created_at", "started_at", "finished_at", "wait_s", "run_s", "error",
+    ]  # fmt: skip
+    assert summary["state"] == "succeeded" and summary["source"] == "file:///inbox/a.json#0"
+    assert summary["wait_s"] >= 0 and summary["run_s"] >= 0
+    assert list(history[0].keys()) == [
+        "job_id", "task", "model", "from_state", "to_state", "at", "runner", "attempt", "detail",
+    ]  # fmt: skip
+    assert [h["to_state"] for h in history] == ["queued", "running", "succeeded"]
