@@ -1,0 +1,117 @@
+"""The small interface every model family implements: load, run a batch, unload."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from storage.errors import InputError
+
+__all__ = [
+    "Adapter",
+    "Artifact",
+    "InputError",
+    "Item",
+    "ModelUnavailable",
+    "NoParams",
+    "Result",
+    "load_adapter",
+]
+
+
+class ModelUnavailable(RuntimeError):
+    """The model cannot run here: a package or the weights are missing.
+
+    The message must say what to install and where the weights go.
+    """
+
+
+class NoParams(BaseModel):
+    """Adapters with no tunable parameters accept none (typos are errors, not ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Item:
+    """One job's work inside a batch; inputs are already read, with size limits."""
+
+    job_id: int
+    task: str
+    params: dict[str, Any]
+    seed: int | None = None
+    prompt: str | None = None
+    images: list[bytes] = field(default_factory=list)
+    image_names: list[str] = field(default_factory=list)
+    mesh: bytes | None = None
+    mesh_name: str | None = None
+
+
+@dataclass
+class Artifact:
+    name: str  # file name inside the job's output folder, e.g. "texture.png"
+    data: bytes
+
+
+@dataclass
+class Result:
+    """What an adapter hands back for one item.
+
+    ``mesh`` (a ``trimesh.Trimesh`` or ``trimesh.Scene``) is the primary output: the
+    runner writes it in the job's ``output_format`` as ``mesh.<ext>``, renders the
+    preview from it and records its statistics. ``artifacts`` are extra files.
+    """
+
+    mesh: Any = None
+    artifacts: list[Artifact] = field(default_factory=list)
+    preview_rgb: Any = None  # optional (H, W, 3) uint8 overriding the default render
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Adapter:
+    """Base class. Subclasses set the class attributes and the three verbs."""
+
+    tasks: ClassVar[tuple[str, ...]] = ()
+    # Which job inputs the model can use ("image", "prompt", "mesh"); checked at ingest
+    # so that, say, a prompt-only job for an image-only model is rejected up front.
+    accepts: ClassVar[tuple[str, ...]] = ("image",)
+    Params: ClassVar[type[BaseModel]] = NoParams
+    version: ClassVar[str] = "0"
+
+    def __init__(self, model_id: str, options: dict[str, Any] | None = None) -> None:
+        self.model_id = model_id
+        self.options = dict(options or {})
+        self.device: str | None = None
+
+    def load(self, device: str) -> None:
+        """Bring weights onto ``device`` ("cpu", "cuda:0", ...). May be slow."""
+        self.device = device
+
+    def run_batch(self, items: list[Item]) -> list[Result | BaseException]:
+        """Run every item; a per-item failure is returned in its slot, not raised.
+
+        Raise only when the whole batch is lost (e.g. the device fell over).
+        """
+        raise NotImplementedError
+
+    def unload(self) -> None:
+        self.device = None
+
+
+def load_adapter_class(path: str) -> type[Adapter]:
+    """Import ``"package.module:ClassName"``."""
+    module_name, _, attr = path.partition(":")
+    if not attr:
+        raise ValueError(f"adapter path {path!r} must look like 'package.module:Class'")
+    module = importlib.import_module(module_name)
+    cls = getattr(module, attr)
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise TypeError(f"{path} is not an Adapter subclass")
+    return cls
+
+
+def load_adapter(path: str, model_id: str, options: dict[str, Any] | None = None) -> Adapter:
+    return load_adapter_class(path)(model_id, options)

@@ -1,0 +1,66 @@
+"""Local files: size-limited reads, atomic writes, and confinement of relative paths."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from storage.errors import InputError
+
+
+def read_limited(path: Path, limit: int, *, what: str = "file") -> bytes:
+    """Read a regular file of at most ``limit`` bytes, or raise InputError."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{what} not found: {path}") from None
+    except OSError as exc:
+        raise InputError(f"{what} cannot be read: {path}: {exc.strerror}") from None
+    if path.is_dir():
+        raise InputError(f"{what} is a directory, not a file: {path}")
+    if st.st_size > limit:
+        raise InputError(f"{what} is {st.st_size:,} bytes; the limit is {limit:,}: {path}")
+    with path.open("rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:  # grew while we read it
+        raise InputError(f"{what} is over the limit of {limit:,} bytes: {path}")
+    return data
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` so readers see the old file or the whole new one, never a part.
+
+    Temp file in the same folder, fsync, rename over, fsync the folder.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def confined(base: Path, relative: str, *, what: str = "path") -> Path:
+    """Resolve ``relative`` inside ``base``; absolute paths, '..' escapes and symlinks
+    that lead out of ``base`` are refused (the job file may not reach elsewhere)."""
+    if not relative or not relative.strip():
+        raise InputError(f"{what} is empty")
+    rel = Path(relative)
+    if rel.is_absolute() or relative.startswith("~"):
+        raise InputError(f"{what} {relative!r} is absolute; give a path relative to the job file")
+    root = base.resolve()
+    target = (root / rel).resolve()
+    if not target.is_relative_to(root):
+        raise InputError(f"{what} {relative!r} points outside the job file's folder")
+    return target

@@ -1,0 +1,41 @@
+"""Reading an input by reference: ``file://`` URIs, plain paths, and ``data:`` URIs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from storage.errors import InputError
+from storage.local import read_limited
+
+
+def decode_data_uri(ref: str, limit: int, what: str) -> bytes:
+    head, _, payload = ref.partition(",")
+    if not head.endswith(";base64"):
+        raise InputError(f"{what}: only base64 data: URIs are supported")
+    if len(payload) > limit * 4 // 3 + 4:
+        raise InputError(f"{what}: data: URI is over the limit of {limit:,} bytes")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(f"{what}: data: URI is not valid base64") from None
+
+
+def local_path(uri: str) -> Path:
+    if uri.startswith("file://"):
+        return Path(unquote(urlparse(uri).path))
+    if "://" in uri:
+        raise InputError(f"not a local reference: {uri}")
+    return Path(uri)
+
+
+def read_uri(uri: str, limit: int, *, what: str = "input") -> bytes:
+    if uri.startswith("data:"):
+        return decode_data_uri(uri, limit, what)
+    return read_limited(local_path(uri), limit, what=what)
+
+
+def display_name(uri: str) -> str:
+    return "inline picture" if uri.startswith("data:") else local_path(uri).name
