@@ -1,0 +1,1 @@
+"""Runners: claim batches of one model, run them through adapters, write outputs."""
