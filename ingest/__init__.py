@@ -1,0 +1,1 @@
+"""Job files in, job rows out: parsing, validation, the drop-folder watcher."""

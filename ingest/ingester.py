@@ -1,0 +1,320 @@
+"""One job file to job rows: read, validate, resolve inputs, enqueue, file it away.
+
+Order matters for "nothing is lost, nothing is doubled": rows commit first (keyed by
+source URI + content hash + entry, so a repeat is a no-op), then error manifests are
+written (idempotently), and only then is the file moved out of the inbox. A crash at
+any point leaves the file in the inbox for the next scan, which finds the rows
+already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from adapters.base import load_adapter_class
+from config import Settings
+from db import queue
+from db.engine import Database
+from ingest.jobfile import Entry, JobSpec, parse
+from storage.errors import InputError
+from storage.local import confined, read_limited, write_atomic
+from storage.pictures import probe
+from storage.uris import decode_data_uri
+
+log = logging.getLogger("gen3d.ingest")
+
+JOB_SUFFIXES = (".json", ".jsonl")
+TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp", "~")
+
+
+def is_job_file(path: Path) -> bool:
+    """Job files only: no dotfiles (ours or editors'), no temp names, no pictures."""
+    name = path.name
+    if name.startswith((".", "~", "#")) or name.endswith(TEMP_SUFFIXES):
+        return False
+    return name.lower().endswith(JOB_SUFFIXES)
+
+
+class MissingInput(InputError):
+    """An input named by the job file is not there (yet)."""
+
+
+@dataclass
+class IngestResult:
+    path: Path
+    status: str  # "enqueued", "deferred" (an input has not arrived yet), "ignored"
+    jobs: list[queue.Enqueued] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)  # job id -> reason, rejected ones
+    moved_to: Path | None = None
+
+    @property
+    def rejected(self) -> bool:
+        return bool(self.errors)
+
+
+class Ingester:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self.registry = settings.registry
+        outputs = settings.outputs_path.resolve()
+        self.outputs = outputs
+        self.outputs_root = str(outputs) + "/"
+
+    # ------------------------------------------------------------------ one file
+
+    def ingest_path(self, path: Path, *, move: bool, grace: bool) -> IngestResult:
+        """Turn one job file into rows.
+
+        ``move``: file it under ``.accepted/`` or ``.rejected/`` of the inbox afterwards.
+        ``grace``: a missing picture may still be on its way; while the file is younger
+        than the grace period, leave it for a later scan instead of rejecting it.
+        """
+        path = path.absolute()
+        uri = path.as_uri()
+        try:
+            data = read_limited(path, self.settings.ingest.max_job_file_bytes, what="job file")
+        except InputError as exc:
+            if not path.exists():  # gone before we got to it (moved by another ingester)
+                return IngestResult(path, "ignored")
+            sha = _stream_sha256(path)
+            return self._commit(
+                path, [self._rejected(Entry(-1, None), uri, sha, str(exc))], move=move
+            )
+        sha = hashlib.sha256(data).hexdigest()
+        entries = parse(data, jsonl=path.suffix.lower() == ".jsonl")
+        new: list[queue.NewJob] = []
+        for entry in entries:
+            try:
+                new.append(self._job(entry, path, uri, sha))
+            except MissingInput as exc:
+                age = time.time() - path.stat().st_mtime
+                if grace and age < self.settings.ingest.missing_input_grace_s:
+                    log.info("%s: %s; waiting for it to arrive", path, exc)
+                    return IngestResult(path, "deferred")
+                new.append(self._rejected(entry, uri, sha, str(exc)))
+            except InputError as exc:
+                new.append(self._rejected(entry, uri, sha, str(exc)))
+        return self._commit(path, new, move=move)
+
+    def _rejected(self, entry: Entry, uri: str, sha: str, reason: str) -> queue.NewJob:
+        raw = entry.raw if isinstance(entry.raw, dict) else {}
+        where = (
+            f"entry {entry.index}: " if entry.index >= 0 and not reason.startswith("entry ") else ""
+        )
+        return queue.NewJob(
+            task=str(raw.get("task", "?"))[:16],
+            model=str(raw.get("model") or "?")[:100],
+            name=str(raw["name"])[:200] if raw.get("name") else None,
+            source_uri=uri,
+            source_sha256=sha,
+            source_entry=entry.index,
+            state="rejected",
+            spec=entry.raw if _json_safe(entry.raw) else None,
+            error=where + reason,
+        )
+
+    def _job(self, entry: Entry, path: Path, uri: str, sha: str) -> queue.NewJob:
+        if entry.spec is None:
+            raise InputError(entry.error or "invalid job")
+        spec = entry.spec
+        if spec.then:
+            raise InputError("pipeline stages ('then') are not supported yet")
+        try:
+            model = self.registry.resolve(spec.task, spec.model)
+        except KeyError as exc:
+            raise InputError(str(exc.args[0])) from None
+        adapter_cls = load_adapter_class(model.adapter)
+        try:
+            params = adapter_cls.Params.model_validate(spec.params).model_dump(mode="json")
+        except ValidationError as exc:
+            reasons = "; ".join(
+                f"unknown parameter {'.'.join(map(str, e['loc']))!r}"
+                if e["type"] == "extra_forbidden"
+                else f"params.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise InputError(f"model {model.id!r}: {reasons}") from None
+        if spec.picture_refs and "image" not in adapter_cls.accepts:
+            raise InputError(f"model {model.id!r} does not take pictures")
+        if spec.prompt and not spec.picture_refs and "prompt" not in adapter_cls.accepts:
+            raise InputError(
+                f"model {model.id!r} needs a picture; it cannot use a text prompt alone"
+            )
+        return queue.NewJob(
+            task=spec.task,
+            model=model.id,
+            name=spec.name,
+            priority=spec.priority,
+            params=params,
+            seed=spec.seed,
+            output_format=spec.output_format,
+            inputs=self._inputs(spec, path.parent),
+            spec=entry.raw,
+            source_uri=uri,
+            source_sha256=sha,
+            source_entry=entry.index,
+            max_attempts=model.max_attempts or self.settings.runner.max_attempts,
+        )
+
+    def _inputs(self, spec: JobSpec, base: Path) -> dict[str, Any]:
+        images, hashes = [], []
+        for n, ref in enumerate(spec.picture_refs):
+            what = "image" if spec.image else f"images[{n}]"
+            data, resolved = self._read_picture(ref, base, what)
+            images.append(resolved)
+            hashes.append(hashlib.sha256(data).hexdigest())
+        inputs: dict[str, Any] = {}
+        if images:
+            inputs["images"] = images
+            inputs["image_sha256"] = hashes
+        if spec.prompt:
+            inputs["prompt"] = spec.prompt
+        if spec.mesh:
+            inputs["mesh"] = self._local_ref(spec.mesh, base, "mesh").as_uri()
+        return inputs
+
+    def _read_picture(self, ref: str, base: Path, what: str) -> tuple[bytes, str]:
+        limits = self.settings.limits
+        if ref.startswith("data:"):
+            data = decode_data_uri(ref, limits.max_picture_bytes, what)
+            resolved = ref
+        else:
+            target = self._local_ref(ref, base, what)
+            data = read_limited(target, limits.max_picture_bytes, what=what)
+            resolved = target.as_uri()
+        probe(data, max_pixels=limits.max_picture_pixels, name=f"{what} {_short(ref)!r}")
+        return data, resolved
+
+    def _local_ref(self, ref: str, base: Path, what: str) -> Path:
+        if "://" in ref:
+            scheme = ref.split("://", 1)[0]
+            raise InputError(
+                f"{what} {ref!r}: {scheme}:// inputs are not enabled for a local inbox"
+            )
+        target = confined(base, ref, what=what)
+        if not target.exists():
+            raise MissingInput(f"{what} not found: {ref!r} (looked for {target})")
+        if target.is_dir():
+            raise InputError(f"{what} {ref!r} is a directory, not a file")
+        return target
+
+    # ------------------------------------------------------------------ commit + file away
+
+    def _commit(self, path: Path, new: list[queue.NewJob], *, move: bool) -> IngestResult:
+        with self.db.write() as conn:
+            enqueued = queue.enqueue_file(conn, new, self.outputs_root)
+        result = IngestResult(path, "enqueued", jobs=enqueued)
+        kept_at = path
+        if move:
+            kept_at = _move_aside(
+                path,
+                self.settings.inbox_path.absolute(),
+                ".rejected" if any(j.state == "rejected" for j in enqueued) else ".accepted",
+            )
+            result.moved_to = kept_at
+        for job, e in zip(new, enqueued, strict=True):
+            if e.state == "rejected" and job.error:
+                result.errors[e.id] = job.error
+                self._error_manifest(e, job, kept_at)
+        for e in enqueued:
+            log.info(
+                "%s job %d from %s%s",
+                "new" if e.created else "known",
+                e.id,
+                path.name,
+                f" ({e.state}: {result.errors[e.id]})" if e.id in result.errors else "",
+            )
+        return result
+
+    def _error_manifest(self, e: queue.Enqueued, job: queue.NewJob, kept_at: Path) -> None:
+        target = self.outputs / "rejected" / str(e.id) / "manifest.json"
+        if target.exists():
+            return
+        manifest = {
+            "manifest_version": 1,
+            "job_id": e.id,
+            "state": "rejected",
+            "name": job.name,
+            "task": job.task,
+            "source": {
+                "uri": job.source_uri,
+                "entry": job.source_entry if job.source_entry >= 0 else None,
+                "sha256": job.source_sha256,
+                "kept_at": kept_at.as_uri(),
+            },
+            "spec": job.spec,
+            "error": job.error,
+            "rejected_at": datetime.now(UTC).isoformat(),
+            "artifacts": [],
+        }
+        write_atomic(target, (json.dumps(manifest, indent=2) + "\n").encode())
+
+    # ------------------------------------------------------------------ a whole inbox
+
+    def scan(self, *, grace: bool = True) -> list[IngestResult]:
+        """Ingest every job file under the inbox (dot-folders such as .accepted skipped)."""
+        inbox = self.settings.inbox_path
+        inbox.mkdir(parents=True, exist_ok=True)
+        results = []
+        for path in sorted(_walk(inbox)):
+            try:
+                results.append(self.ingest_path(path, move=True, grace=grace))
+            except Exception:  # noqa: BLE001 - one file must not stop the scan
+                log.exception("ingesting %s failed; it stays in the inbox for the next scan", path)
+        return results
+
+
+def _walk(root: Path) -> list[Path]:
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.extend(Path(dirpath, f) for f in filenames if is_job_file(Path(dirpath, f)))
+    return found
+
+
+def _stream_sha256(path: Path) -> str:
+    """Hash a file too large to load (or not a file: hash its path and size)."""
+    digest = hashlib.sha256()
+    if path.is_file():
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    else:
+        digest.update(f"{path}:{path.stat().st_size}".encode())
+    return digest.hexdigest()
+
+
+def _move_aside(path: Path, inbox: Path, folder: str) -> Path:
+    try:
+        rel = path.relative_to(inbox)
+    except ValueError:
+        rel = Path(path.name)
+    target = inbox / folder / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():  # same name seen before: keep both
+        target = target.with_name(f"{target.stem}.{int(time.time() * 1000)}{target.suffix}")
+    path.replace(target)
+    return target
+
+
+def _short(ref: str) -> str:
+    return ref if len(ref) <= 80 else ref[:60] + "..."
+
+
+def _json_safe(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
