@@ -1,0 +1,324 @@
+"""The runner: pick a model, claim a batch of its jobs, run it, record the results.
+
+One model per batch is the point: a model is loaded once for many jobs. Which model
+comes next is ``runner.choose.choose_model`` (the VRAM planner's seam).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import random
+import secrets
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from adapters.base import Adapter, Item, ModelUnavailable, Result, load_adapter
+from config import Settings
+from config.registry import ModelSpec
+from db import queue
+from db.engine import Database
+from runner import outputs
+from runner.choose import choose_model
+from storage.errors import InputError
+from storage.uris import display_name, read_uri
+
+log = logging.getLogger("gen3d.runner")
+
+
+def new_runner_id() -> str:
+    """Fresh per process start: a reused name would hide a dead runner's stale leases."""
+    return f"{platform.node()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class RunStats:
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    batches: int = 0
+    loads: int = 0
+    job_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Outcome:
+    job: dict[str, Any]
+    error: BaseException | None = None
+    written: list[outputs.Written] = field(default_factory=list)
+
+
+class Runner:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        runner_id: str | None = None,
+        wake: threading.Event | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.registry = settings.registry
+        self.id = runner_id or new_runner_id()
+        self.wake = wake or threading.Event()
+        self.stop = stop or threading.Event()
+        self.outputs_root = str(settings.outputs_path.resolve()) + "/"
+        self.adapters: dict[str, Adapter] = {}
+        self.stats = RunStats()
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self, *, until_idle: bool = False, max_jobs: int | None = None) -> RunStats:
+        """Work until stopped; ``until_idle``: also stop once no queued job is left."""
+        poll = self.settings.runner.poll_interval_s
+        try:
+            while not self.stop.is_set():
+                left = None if max_jobs is None else max_jobs - self.stats.claimed
+                if left is not None and left <= 0:
+                    break
+                if self.step(limit=left):
+                    continue
+                with self.db.read() as conn:
+                    nxt = queue.next_run_after(conn)
+                    clock = queue.now(conn)
+                if until_idle and nxt is None:
+                    break
+                delay = poll if nxt is None else min(max((nxt - clock).total_seconds(), 0.01), poll)
+                self.wake.wait(delay)
+                self.wake.clear()
+        finally:
+            self.unload_all()
+        return self.stats
+
+    def step(self, *, limit: int | None = None) -> int:
+        """Claim and run one batch; the number of jobs it held (0: nothing to do)."""
+        with self.db.read() as conn:
+            demand = queue.demand(conn)
+        model_id = choose_model(demand, self.adapters.keys())
+        if model_id is None:
+            return 0
+        spec = self.registry.models.get(model_id)
+        size = spec.max_batch if spec else 1
+        if limit is not None:
+            size = min(size, limit)
+        with self.db.write() as conn:
+            jobs = queue.claim(
+                conn,
+                model=model_id,
+                limit=size,
+                owner=self.id,
+                lease_s=self.settings.runner.lease_s,
+                outputs_root=self.outputs_root,
+            )
+        if not jobs:
+            return 0
+        self.stats.claimed += len(jobs)
+        self.stats.batches += 1
+        self.stats.job_ids.extend(j["id"] for j in jobs)
+        if spec is None:
+            gone = InputError(f"model {model_id!r} is not in the registry any more")
+            self._record([_Outcome(j, gone) for j in jobs], model={"id": model_id}, timings={})
+        else:
+            self._run_batch(spec, jobs)
+        return len(jobs)
+
+    # ------------------------------------------------------------------ one batch
+
+    def _adapter(self, spec: ModelSpec) -> tuple[Adapter, float]:
+        if spec.id in self.adapters:
+            return self.adapters[spec.id], 0.0
+        adapter = load_adapter(spec.adapter, spec.id, spec.options)
+        t0 = time.perf_counter()
+        adapter.load("cpu" if spec.device == "cpu" else "cuda:0")
+        load_s = time.perf_counter() - t0
+        self.adapters[spec.id] = adapter
+        self.stats.loads += 1
+        log.info("loaded %s on %s in %.2f s", spec.id, adapter.device, load_s)
+        return adapter, load_s
+
+    def unload_all(self) -> None:
+        for model_id, adapter in list(self.adapters.items()):
+            try:
+                adapter.unload()
+            finally:
+                del self.adapters[model_id]
+
+    def _run_batch(self, spec: ModelSpec, jobs: list[dict[str, Any]]) -> None:
+        model_info: dict[str, Any] = {"id": spec.id, "adapter": spec.adapter}
+        try:
+            adapter, load_s = self._adapter(spec)
+        except Exception as exc:  # noqa: BLE001 - recorded per job
+            self._record([_Outcome(j, exc) for j in jobs], model=model_info, timings={})
+            return
+        model_info.update(version=adapter.version, device=adapter.device)
+        ready: list[tuple[dict[str, Any], Item]] = []
+        outcomes: list[_Outcome] = []
+        for job in jobs:
+            try:
+                ready.append((job, self._item(job)))
+            except InputError as exc:
+                outcomes.append(_Outcome(job, exc))
+        infer_s = 0.0
+        if ready:
+            t0 = time.perf_counter()
+            try:
+                results: list[Result | BaseException] = adapter.run_batch([it for _, it in ready])
+                if len(results) != len(ready):
+                    raise RuntimeError(
+                        f"{spec.id} returned {len(results)} results for {len(ready)} jobs"
+                    )
+            except Exception as exc:  # noqa: BLE001 - the whole batch is lost, not the runner
+                results = [exc] * len(ready)
+            infer_s = (time.perf_counter() - t0) / len(ready)
+            for (job, _), res in zip(ready, results, strict=True):
+                outcomes.append(self._write(job, res, model_info, load_s, infer_s))
+        self._record(outcomes, model=model_info, timings={"load_s": load_s, "inference_s": infer_s})
+
+    def _item(self, job: dict[str, Any]) -> Item:
+        inputs = job["inputs"]
+        limits = self.settings.limits
+        images = inputs.get("images", [])
+        return Item(
+            job_id=job["id"],
+            task=job["task"],
+            params=job["params"],
+            seed=job["seed"],
+            prompt=inputs.get("prompt"),
+            images=[read_uri(u, limits.max_picture_bytes, what="image") for u in images],
+            image_names=[display_name(u) for u in images],
+        )
+
+    def _write(
+        self,
+        job: dict[str, Any],
+        res: Result | BaseException,
+        model: dict[str, Any],
+        load_s: float,
+        infer_s: float,
+    ) -> _Outcome:
+        if isinstance(res, BaseException):
+            return _Outcome(job, res)
+        t0 = time.perf_counter()
+        folder = Path(job["outputs_uri"])
+        try:
+            written = []
+            stats = None
+            if res.mesh is not None:
+                fmt = job["output_format"]
+                written.append(
+                    outputs.write_artifact(
+                        folder, f"mesh.{fmt}", outputs.export_mesh(res.mesh, fmt)
+                    )
+                )
+                stats = outputs.mesh_stats(res.mesh)
+            written += [outputs.write_artifact(folder, a.name, a.data) for a in res.artifacts]
+            preview = res.preview_rgb
+            if preview is None and res.mesh is not None:
+                from runner.preview import render
+
+                preview = render(res.mesh)
+            if preview is not None:
+                written.append(outputs.write_artifact(folder, "preview.png", outputs.png(preview)))
+            timings = {
+                "load_s": load_s,
+                "inference_s": infer_s,
+                "write_s": time.perf_counter() - t0,
+            }
+            doc = outputs.manifest(
+                job,
+                state="succeeded",
+                model=model,
+                artifacts=written,
+                timings=timings,
+                runner=self.id,
+                mesh=stats,
+                info=res.info,
+            )
+            outputs.write_manifest(folder, doc)
+        except Exception as exc:  # noqa: BLE001 - e.g. disk full: retried
+            return _Outcome(job, exc)
+        return _Outcome(job, None, written)
+
+    # ------------------------------------------------------------------ results
+
+    def _record(
+        self, outcomes: list[_Outcome], *, model: dict[str, Any], timings: dict[str, float]
+    ) -> None:
+        done = [o.job["id"] for o in outcomes if o.error is None]
+        with self.db.write() as conn:
+            finished = set(queue.finish(conn, done, owner=self.id))
+        self.stats.succeeded += len(finished)
+        for o in outcomes:
+            if o.error is None:
+                if o.job["id"] in finished:
+                    log.info(
+                        "job %d %s succeeded -> %s",
+                        o.job["id"],
+                        o.job["name"] or "",
+                        o.job["outputs_uri"],
+                    )
+                else:
+                    log.warning(
+                        "job %d finished after its lease was lost; not recorded", o.job["id"]
+                    )
+                continue
+            self._failed(o.job, o.error, model, timings)
+
+    def _failed(
+        self,
+        job: dict[str, Any],
+        exc: BaseException,
+        model: dict[str, Any],
+        timings: dict[str, float],
+    ) -> None:
+        permanent = isinstance(exc, InputError | ModelUnavailable)
+        message = str(exc) if permanent else f"{type(exc).__name__}: {exc}"
+        detail = None if permanent else "".join(traceback.format_exception(exc))
+        rs = self.settings.runner
+        backoff = min(rs.retry_max_s, rs.retry_base_s * 2 ** max(job["attempts"] - 1, 0))
+        retry_in = backoff * random.uniform(0.5, 1.0)  # jitter spreads a herd of retries
+        with self.db.write() as conn:
+            state = queue.fail(
+                conn,
+                job["id"],
+                owner=self.id,
+                error=message,
+                permanent=permanent,
+                retry_in_s=retry_in,
+                detail=detail,
+            )
+        if state == "failed":
+            self.stats.failed += 1
+            log.warning("job %d failed: %s", job["id"], message)
+            doc = outputs.manifest(
+                job,
+                state="failed",
+                model=model,
+                artifacts=[],
+                timings=timings,
+                runner=self.id,
+                error=message,
+                finished_at=datetime.now(UTC),
+            )
+            try:
+                outputs.write_manifest(Path(job["outputs_uri"]), doc)
+            except OSError:
+                log.exception("could not write the error manifest of job %d", job["id"])
+        elif state == "queued":
+            self.stats.retried += 1
+            log.warning(
+                "job %d attempt %d failed (%s); retry in %.1f s",
+                job["id"],
+                job["attempts"],
+                message,
+                retry_in,
+            )

@@ -1,0 +1,129 @@
+"""Writing a job's outputs: artifacts first (atomically), the manifest last.
+
+A job's outputs count only once ``manifest.json`` exists, so a reader that sees the
+manifest sees every artifact it lists, whole. A re-run after a crash rewrites the
+same names in the same folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from storage.local import write_atomic
+
+MEDIA_TYPES = {
+    ".glb": "model/gltf-binary",
+    ".obj": "model/obj",
+    ".ply": "application/ply",
+    ".stl": "model/stl",
+    ".png": "image/png",
+    ".json": "application/json",
+    ".npy": "application/x-npy",
+}
+
+
+@dataclass
+class Written:
+    name: str
+    bytes: int
+    sha256: str
+
+    def as_dict(self) -> dict[str, Any]:
+        media = MEDIA_TYPES.get(Path(self.name).suffix.lower(), "application/octet-stream")
+        return {"name": self.name, "bytes": self.bytes, "sha256": self.sha256, "media_type": media}
+
+
+def write_artifact(folder: Path, name: str, data: bytes) -> Written:
+    write_atomic(folder / name, data)
+    return Written(name, len(data), hashlib.sha256(data).hexdigest())
+
+
+def export_mesh(mesh: Any, fmt: str) -> bytes:
+    """A trimesh Trimesh/Scene in one of the job file's output formats."""
+    out = mesh.export(file_type=fmt)
+    return out.encode() if isinstance(out, str) else bytes(out)
+
+
+def mesh_stats(mesh: Any) -> dict[str, Any]:
+    import trimesh
+
+    geoms = list(mesh.geometry.values()) if isinstance(mesh, trimesh.Scene) else [mesh]
+    bounds = np.asarray(mesh.bounds, dtype=float)
+    return {
+        "vertices": int(sum(len(g.vertices) for g in geoms)),
+        "faces": int(sum(len(getattr(g, "faces", ())) for g in geoms)),
+        "watertight": bool(all(getattr(g, "is_watertight", False) for g in geoms)),
+        "bbox": {"min": bounds[0].round(6).tolist(), "max": bounds[1].round(6).tolist()},
+    }
+
+
+def png(rgb: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.astimezone(UTC).isoformat() if t else None
+
+
+def manifest(
+    job: dict[str, Any],
+    *,
+    state: str,
+    model: dict[str, Any],
+    artifacts: list[Written],
+    timings: dict[str, float],
+    runner: str,
+    mesh: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = None,
+    error: str | None = None,
+    finished_at: datetime | None = None,
+) -> dict[str, Any]:
+    finished_at = finished_at or datetime.now(UTC)
+    created, started = job["created_at"], job["started_at"]
+    return {
+        "manifest_version": 1,
+        "job_id": job["id"],
+        "name": job["name"],
+        "state": state,
+        "source": {
+            "uri": job["source_uri"],
+            "entry": job["source_entry"] if job["source_entry"] >= 0 else None,
+            "sha256": job["source_sha256"],
+        },
+        "task": job["task"],
+        "model": model,
+        "params": job["params"],
+        "seed": job["seed"],
+        "attempt": job["attempts"],
+        "inputs": {k: v for k, v in job["inputs"].items() if not str(v).startswith("data:")},
+        "output_format": job["output_format"],
+        "timings": {
+            "queued_at": _iso(created),
+            "started_at": _iso(started),
+            "finished_at": _iso(finished_at),
+            "wait_s": round((started - created).total_seconds(), 4) if started else None,
+            **{k: round(v, 4) for k, v in timings.items()},
+        },
+        "artifacts": [a.as_dict() for a in artifacts],
+        "mesh": mesh,
+        "info": info or {},
+        "runner": {"id": runner, "host": platform.node()},
+        "error": error,
+    }
+
+
+def write_manifest(folder: Path, doc: dict[str, Any]) -> None:
+    write_atomic(folder / "manifest.json", (json.dumps(doc, indent=2, default=str) + "\n").encode())

@@ -1,0 +1,176 @@
+"""The runner end to end on the built-in backend: outputs, manifests, failures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import trimesh
+
+from config import Settings, load_settings
+from db import queue
+from db.engine import Database, create
+from db.migrate import upgrade
+from ingest.ingester import Ingester
+from runner.loop import Runner
+from tests.pictures import blank_png, disk_png, write_job
+
+PNG = disk_png()
+
+
+def _setup(settings: Settings) -> tuple[Database, Ingester, Runner]:
+    db = Database(create(settings.database_url))
+    upgrade(db)
+    return db, Ingester(settings, db), Runner(settings, db)
+
+
+def _submit(ing: Ingester, doc: object, **pictures: bytes) -> list[int]:
+    path = write_job(ing.settings.inbox_path, "job.json", doc, **pictures)
+    return [e.id for e in ing.ingest_path(path, move=False, grace=False).jobs]
+
+
+def _job(db: Database, job_id: int) -> dict:
+    with db.read() as conn:
+        job = queue.get_job(conn, job_id)
+    assert job is not None
+    return job
+
+
+def test_a_job_produces_mesh_preview_and_a_manifest_written_last(settings: Settings) -> None:
+    db, ing, runner = _setup(settings)
+    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png", "name": "disk", "seed": 7}, a__png=PNG)
+    runner.run(until_idle=True)
+    job = _job(db, jid)
+    assert job["state"] == "succeeded" and job["attempts"] == 1
+    folder = Path(job["outputs_uri"])
+    assert folder == settings.outputs_path.resolve() / str(jid)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    names = [a["name"] for a in manifest["artifacts"]]
+    assert names == ["mesh.glb", "preview.png"]
+    for a in manifest["artifacts"]:
+        data = (folder / a["name"]).read_bytes()
+        assert a["bytes"] == len(data) and a["sha256"] == hashlib.sha256(data).hexdigest()
+    assert manifest["job_id"] == jid and manifest["seed"] == 7 and manifest["attempt"] == 1
+    assert manifest["model"]["id"] == "builtin-inflate" and manifest["model"]["version"]
+    assert manifest["mesh"]["watertight"] is True and manifest["mesh"]["faces"] > 100
+    assert set(manifest["timings"]) >= {
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "load_s",
+        "inference_s",
+    }
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temp files left
+    mesh = trimesh.load(folder / "mesh.glb", force="mesh")
+    assert len(mesh.faces) == manifest["mesh"]["faces"]
+
+
+@pytest.mark.parametrize("fmt", ["obj", "ply", "stl"])
+def test_output_format_is_honoured(sqlite_settings: Settings, fmt: str) -> None:
+    db, ing, runner = _setup(sqlite_settings)
+    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png", "output_format": fmt}, a__png=PNG)
+    runner.run(until_idle=True)
+    folder = Path(_job(db, jid)["outputs_uri"])
+    mesh = trimesh.load(folder / f"mesh.{fmt}", force="mesh")
+    assert len(mesh.faces) == json.loads((folder / "manifest.json").read_text())["mesh"]["faces"]
+
+
+def test_truncated_picture_fails_at_once_without_retries(sqlite_settings: Settings) -> None:
+    db, ing, runner = _setup(sqlite_settings)
+    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG[: len(PNG) // 2])
+    runner.run(until_idle=True)
+    job = _job(db, jid)
+    assert job["state"] == "failed" and job["attempts"] == 1
+    assert "truncated" in job["error"]
+    manifest = json.loads((Path(job["outputs_uri"]) / "manifest.json").read_text())
+    assert manifest["state"] == "failed" and manifest["error"] == job["error"]
+
+
+@pytest.mark.parametrize(
+    ("picture", "reason"),
+    [(blank_png(transparent=True), "transparent"), (blank_png(transparent=False), "foreground")],
+)
+def test_picture_without_foreground_fails_with_the_reason(
+    sqlite_settings: Settings, picture: bytes, reason: str
+) -> None:
+    db, ing, runner = _setup(sqlite_settings)
+    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=picture)
+    runner.run(until_idle=True)
+    job = _job(db, jid)
+    assert job["state"] == "failed" and job["attempts"] == 1 and reason in job["error"]
+
+
+def test_one_bad_job_does_not_stop_the_batch_or_the_runner(sqlite_settings: Settings) -> None:
+    db, ing, runner = _setup(sqlite_settings)
+    doc = [
+        {"task": "mesh", "image": "a.png"},
+        {"task": "mesh", "image": "blank.png"},
+        {"task": "mesh", "image": "a.png"},
+    ]
+    ids = _submit(ing, doc, a__png=PNG, blank__png=blank_png(transparent=True))
+    stats = runner.run(until_idle=True)
+    assert [_job(db, i)["state"] for i in ids] == ["succeeded", "failed", "succeeded"]
+    assert stats.batches == 1  # one model, one batch
+
+
+def test_environment_errors_are_retried_with_back_off_then_fail(tmp_path: Path) -> None:
+    settings = load_settings(
+        env={},
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        inbox=str(tmp_path / "inbox"),
+        outputs=str(tmp_path / "out"),
+        runner={"max_attempts": 2, "retry_base_s": 0.05, "poll_interval_s": 0.02},
+        models={
+            "flaky": {"adapter": "tests.failing_adapters:EnvironmentFailure", "tasks": ["mesh"]}
+        },
+        default_models={"mesh": "flaky"},
+    )
+    db, ing, runner = _setup(settings)
+    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
+    stats = runner.run(until_idle=True)
+    job = _job(db, jid)
+    assert (job["state"], job["attempts"], stats.retried) == ("failed", 2, 1)
+    assert "No space left on device" in job["error"]
+    with db.read() as conn:
+        evs = queue.events(conn, jid)
+    assert [e["to_state"] for e in evs] == ["queued", "running", "queued", "running", "failed"]
+    assert "Traceback" in (evs[2]["detail"] or "")  # the traceback is kept for the admin
+
+
+def test_missing_weights_fail_with_the_install_hint(tmp_path: Path) -> None:
+    settings = load_settings(
+        env={},
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        inbox=str(tmp_path / "inbox"),
+        outputs=str(tmp_path / "out"),
+        models={"big": {"adapter": "tests.failing_adapters:MissingWeights", "tasks": ["mesh"]}},
+        default_models={"mesh": "big"},
+    )
+    db, ing, runner = _setup(settings)
+    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
+    runner.run(until_idle=True)
+    job = _job(db, jid)
+    assert (
+        job["state"] == "failed"
+        and job["attempts"] == 1
+        and "put them in /models/x" in job["error"]
+    )
+
+
+def test_max_jobs_stops_after_that_many(sqlite_settings: Settings) -> None:
+    db, ing, runner = _setup(sqlite_settings)
+    ids = _submit(ing, [{"task": "mesh", "image": "a.png"}] * 3, a__png=PNG)
+    stats = runner.run(max_jobs=2)
+    assert stats.claimed == 2
+    assert sorted(_job(db, i)["state"] for i in ids) == ["queued", "succeeded", "succeeded"]
+
+
+def test_higher_priority_runs_first(sqlite_settings: Settings) -> None:
+    db, ing, runner = _setup(sqlite_settings)
+    ids = _submit(
+        ing, [{"task": "mesh", "image": "a.png", "priority": p} for p in (0, 5, 1)], a__png=PNG
+    )
+    runner.run(max_jobs=1)
+    assert [_job(db, i)["state"] for i in ids] == ["queued", "succeeded", "queued"]
