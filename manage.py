@@ -1,0 +1,401 @@
+#!/usr/bin/env python3
+"""gen3d-batch admin CLI: python manage.py VERB --help."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from config import Settings, load_settings
+from db import queue
+from db.engine import Database, create
+from db.migrate import SchemaOutOfDate, current_revision, ensure_schema, head_revision, upgrade
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES = ROOT / "examples"
+
+
+class App:
+    """What every verb needs, opened on first use."""
+
+    def __init__(self) -> None:
+        self.verbose = 0
+        self._settings: Settings | None = None
+        self._db: Database | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings()
+        return self._settings
+
+    def db(self, *, migrate: bool = True) -> Database:
+        if self._db is None:
+            self._db = Database(create(self.settings.database_url))
+            if migrate:  # SQLite migrates itself on first use; PostgreSQL asks for `migrate`
+                try:
+                    ensure_schema(self._db, auto=self._db.dialect == "sqlite")
+                except SchemaOutOfDate as exc:
+                    raise click.ClickException(str(exc)) from None
+        return self._db
+
+    def ingester(self):  # type: ignore[no-untyped-def]
+        from ingest.ingester import Ingester
+
+        return Ingester(self.settings, self.db())
+
+    def runner(self, **kw: Any):  # type: ignore[no-untyped-def]
+        from runner.loop import Runner
+
+        return Runner(self.settings, self.db(), **kw)
+
+
+pass_app = click.make_pass_decorator(App, ensure=True)
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """gen3d-batch: drop job files, get meshes, previews and manifests."""
+    # One-shot verbs say only what matters; the long-running ones (serve, run, ingest)
+    # log each job at INFO (see _daemon_logging).
+    level = max(logging.WARNING - 10 * verbose, logging.DEBUG)
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    ctx.obj = App()
+    ctx.obj.verbose = verbose
+
+
+def _daemon_logging(app: App) -> None:
+    if not app.verbose:
+        logging.getLogger().setLevel(logging.INFO)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        logging.getLogger("gen3d").warning(
+            "%s: finishing the current batch, then stopping", signal.Signals(signum).name
+        )
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _emit_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+# ---------------------------------------------------------------------------- verbs
+
+
+@cli.command()
+@pass_app
+def migrate(app: App) -> None:
+    """Bring the database to the newest schema (Alembic)."""
+    db = app.db(migrate=False)
+    before = current_revision(db)
+    upgrade(db)
+    click.echo(f"database at revision {head_revision()} (was {before or 'empty'})")
+
+
+@cli.command()
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_app
+def submit(app: App, files: tuple[Path, ...], as_json: bool) -> None:
+    """Validate and enqueue job files directly; prints job ids. Exit 2 on invalid input."""
+    ingester = app.ingester()
+    report, bad = [], 0
+    for path in files:
+        result = ingester.ingest_path(path, move=False, grace=False)
+        for e in result.jobs:
+            reason = result.errors.get(e.id)
+            report.append(
+                {
+                    "id": e.id,
+                    "state": e.state,
+                    "new": e.created,
+                    "source": str(path),
+                    "entry": e.source_entry if e.source_entry >= 0 else None,
+                    "error": reason,
+                }
+            )
+            if e.state == "rejected":
+                bad += 1
+                click.echo(f"{path}: job {e.id} rejected: {reason}", err=True)
+    if as_json:
+        _emit_json({"jobs": report})
+    else:
+        for r in report:
+            click.echo(f"{r['id']}\t{r['state']}{'' if r['new'] else ' (already submitted)'}")
+    if bad:
+        sys.exit(2)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Scan the inbox once and exit.")
+@pass_app
+def ingest(app: App, once: bool) -> None:
+    """Watch the configured drop folder and enqueue what lands there."""
+    _daemon_logging(app)
+    ingester = app.ingester()
+    if once:
+        results = ingester.scan(grace=False)
+        made = sum(1 for r in results for e in r.jobs if e.created)
+        click.echo(f"{len(results)} file(s), {made} new job(s)")
+        return
+    from ingest.watcher import InboxWatcher
+
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    watcher = InboxWatcher(ingester, rescan_interval_s=app.settings.ingest.rescan_interval_s)
+    watcher.start()
+    click.echo(f"watching {app.settings.inbox_path.absolute()} (Ctrl-C to stop)", err=True)
+    stop.wait()
+    watcher.stop()
+
+
+@cli.command()
+@click.option("--until-idle", is_flag=True, help="Exit once no queued job is left.")
+@click.option("--max-jobs", type=click.IntRange(min=1), help="Exit after this many jobs.")
+@pass_app
+def run(app: App, until_idle: bool, max_jobs: int | None) -> None:
+    """A runner: claim batches by model, run them, write outputs."""
+    _daemon_logging(app)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    runner = app.runner(stop=stop)
+    stats = runner.run(until_idle=until_idle, max_jobs=max_jobs)
+    click.echo(
+        f"runner {runner.id}: {stats.claimed} claimed, {stats.succeeded} succeeded, "
+        f"{stats.failed} failed, {stats.retried} to retry",
+        err=True,
+    )
+
+
+@cli.command()
+@pass_app
+def serve(app: App) -> None:
+    """Ingest and a runner in one process: the embedded default's main job."""
+    _daemon_logging(app)
+    from ingest.watcher import InboxWatcher
+
+    stop, wake = threading.Event(), threading.Event()
+    _stop_on_signals(stop)
+    watcher = InboxWatcher(
+        app.ingester(),
+        rescan_interval_s=app.settings.ingest.rescan_interval_s,
+        on_result=lambda _r: wake.set(),
+    )
+    runner = app.runner(stop=stop, wake=wake)
+    watcher.start()
+    s = app.settings
+    click.echo(
+        f"watching {s.inbox_path.absolute()}; outputs in {s.outputs_path.absolute()} "
+        "(Ctrl-C to stop)",
+        err=True,
+    )
+    try:
+        runner.run()
+    finally:
+        watcher.stop()
+
+
+def _job_doc(job: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": job["id"],
+        "name": job["name"],
+        "task": job["task"],
+        "model": job["model"],
+        "state": job["state"],
+        "priority": job["priority"],
+        "attempts": job["attempts"],
+        "source": job["source_uri"],
+        "entry": job["source_entry"] if job["source_entry"] >= 0 else None,
+        "error": job["error"],
+        "outputs": job["outputs_uri"],
+        "created_at": job["created_at"],
+        "started_at": job["started_at"],
+        "finished_at": job["finished_at"],
+    }
+
+
+def _seconds(job: dict[str, Any]) -> str:
+    """This job's own work (from its manifest: jobs of a batch share start and finish
+    times), else the span from start to finish."""
+    manifest = Path(job["outputs_uri"] or "/nonexistent") / "manifest.json"
+    if manifest.exists():
+        t = json.loads(manifest.read_text()).get("timings", {})
+        if "inference_s" in t:
+            return f"{t.get('load_s', 0) + t['inference_s'] + t.get('write_s', 0):.2f}"
+    if job["started_at"] and job["finished_at"]:
+        return f"{(job['finished_at'] - job['started_at']).total_seconds():.2f}"
+    return "-"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(
+        [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+        + [fmt.format(*r) for r in rows]
+    )
+
+
+def _rows(jobs: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for j in jobs:
+        src = Path(j["source_uri"]).name + (
+            f"#{j['source_entry']}" if j["source_entry"] >= 0 else ""
+        )
+        err = (j["error"] or "").splitlines()[0][:70] if j["error"] else ""
+        rows.append(
+            [
+                str(j["id"]),
+                (j["name"] or "")[:24],
+                j["task"],
+                j["model"],
+                j["state"],
+                _seconds(j),
+                src,
+                j["outputs_uri"] or "",
+                err,
+            ]
+        )
+    return rows
+
+
+HEADER = ["id", "name", "task", "model", "state", "secs", "source", "outputs", "error"]
+
+
+@cli.command()
+@click.argument("job_id", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_app
+def status(app: App, job_id: int | None, as_json: bool) -> None:
+    """Jobs and their outputs (one job in detail with JOB_ID)."""
+    with app.db().read() as conn:
+        if job_id is None:
+            jobs = queue.list_jobs(conn)
+            counts = queue.count_by_state(conn)
+        else:
+            job = queue.get_job(conn, job_id)
+            if job is None:
+                raise click.ClickException(f"no job {job_id}")
+            history = queue.events(conn, job_id)
+    if job_id is None:
+        if as_json:
+            _emit_json({"counts": counts, "jobs": [_job_doc(j) for j in jobs]})
+        else:
+            click.echo(_table(_rows(jobs), HEADER))
+            click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs")
+        return
+    manifest_path = Path(job["outputs_uri"]) / "manifest.json" if job["outputs_uri"] else None
+    manifest = (
+        json.loads(manifest_path.read_text()) if manifest_path and manifest_path.exists() else None
+    )
+    if as_json:
+        _emit_json({"job": _job_doc(job), "events": history, "manifest": manifest})
+        return
+    for key, value in _job_doc(job).items():
+        click.echo(f"{key:>11}: {value if value is not None else ''}")
+    click.echo("     events:")
+    for ev in history:
+        click.echo(
+            f"{'':13}{ev['at']:%Y-%m-%d %H:%M:%S}  {ev['from_state'] or '':>9}"
+            f" -> {ev['to_state']:<9} attempt {ev['attempt']}  {ev['runner'] or ''}"
+        )
+    if manifest:
+        for a in manifest.get("artifacts", []):
+            click.echo(f"   artifact: {a['name']} ({a['bytes']:,} bytes)")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_app
+def models(app: App, as_json: bool) -> None:
+    """The model registry: tasks, declared cost, batch size, default per task."""
+    reg = app.settings.registry
+    docs = [
+        {**m.model_dump(), "default_for": [t for t, d in reg.defaults.items() if d == m.id]}
+        for m in reg.models.values()
+    ]
+    if as_json:
+        _emit_json({"models": docs})
+        return
+    rows = [
+        [
+            d["id"],
+            ",".join(d["tasks"]),
+            d["device"],
+            str(d["vram_mb"]),
+            f"{d['load_s']:g}",
+            str(d["max_batch"]),
+            ",".join(d["default_for"]),
+            d["description"],
+        ]
+        for d in docs
+    ]
+    click.echo(
+        _table(rows, ["id", "tasks", "device", "vram_mb", "load_s", "batch", "default for", ""])
+    )
+
+
+@cli.command()
+@pass_app
+def demo(app: App) -> None:
+    """Run the bundled examples end to end and show where the results are."""
+    files = sorted(EXAMPLES.glob("*.json")) + sorted(EXAMPLES.glob("*.jsonl"))
+    if not files:
+        raise click.ClickException(
+            f"no example job files in {EXAMPLES}; run python examples/make_examples.py"
+        )
+    ingester = app.ingester()
+    ids: list[int] = []
+    for path in files:
+        ids += [e.id for e in ingester.ingest_path(path, move=False, grace=False).jobs]
+    click.echo(
+        f"submitted {len(ids)} job(s) from {len(files)} file(s) in {EXAMPLES}; running...", err=True
+    )
+    t0 = time.perf_counter()
+    app.runner().run(until_idle=True)
+    with app.db().read() as conn:
+        jobs = [j for j in (queue.get_job(conn, i) for i in ids) if j]
+    click.echo(_table(_rows(jobs), HEADER))
+    ok = [j for j in jobs if j["state"] == "succeeded"]
+    click.echo(f"\n{len(ok)} of {len(jobs)} succeeded in {time.perf_counter() - t0:.1f} s.")
+    if ok:
+        first = Path(ok[0]["outputs_uri"])
+        click.echo(
+            f"Look at {first / 'preview.png'} (and mesh.*, manifest.json beside it);"
+            f" every job's folder is under {first.parent}."
+        )
+    click.echo(
+        f"Next: `python manage.py serve`, then drop a job file into {app.settings.inbox_path}/."
+    )
+
+
+if __name__ == "__main__":
+    cli()
