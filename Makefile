@@ -29,6 +29,7 @@ test: lint
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.inflate
+	$(BIN)/python -m bench.pickup
 
 clean-var:
 	rm -rf var

@@ -26,6 +26,19 @@ def _setup(settings: Settings) -> tuple[Database, Ingester, Runner]:
     return db, Ingester(settings, db), Runner(settings, db)
 
 
+def _only_model(tmp_path: Path, adapter: str, **overrides: object) -> Settings:
+    """Settings whose only mesh model is one of tests/failing_adapters.py."""
+    return load_settings(
+        env={},
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        inbox=str(tmp_path / "inbox"),
+        outputs=str(tmp_path / "out"),
+        models={"m": {"adapter": f"tests.failing_adapters:{adapter}", "tasks": ["mesh"]}},
+        default_models={"mesh": "m"},
+        **overrides,
+    )
+
+
 def _submit(ing: Ingester, doc: object, **pictures: bytes) -> list[int]:
     path = write_job(ing.settings.inbox_path, "job.json", doc, **pictures)
     return [e.id for e in ing.ingest_path(path, move=False, grace=False).jobs]
@@ -116,16 +129,10 @@ def test_one_bad_job_does_not_stop_the_batch_or_the_runner(sqlite_settings: Sett
 
 
 def test_environment_errors_are_retried_with_back_off_then_fail(tmp_path: Path) -> None:
-    settings = load_settings(
-        env={},
-        database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        inbox=str(tmp_path / "inbox"),
-        outputs=str(tmp_path / "out"),
+    settings = _only_model(
+        tmp_path,
+        "EnvironmentFailure",
         runner={"max_attempts": 2, "retry_base_s": 0.05, "poll_interval_s": 0.02},
-        models={
-            "flaky": {"adapter": "tests.failing_adapters:EnvironmentFailure", "tasks": ["mesh"]}
-        },
-        default_models={"mesh": "flaky"},
     )
     db, ing, runner = _setup(settings)
     (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
@@ -140,14 +147,7 @@ def test_environment_errors_are_retried_with_back_off_then_fail(tmp_path: Path) 
 
 
 def test_missing_weights_fail_with_the_install_hint(tmp_path: Path) -> None:
-    settings = load_settings(
-        env={},
-        database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        inbox=str(tmp_path / "inbox"),
-        outputs=str(tmp_path / "out"),
-        models={"big": {"adapter": "tests.failing_adapters:MissingWeights", "tasks": ["mesh"]}},
-        default_models={"mesh": "big"},
-    )
+    settings = _only_model(tmp_path, "MissingWeights")
     db, ing, runner = _setup(settings)
     (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
     runner.run(until_idle=True)
