@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue as stdqueue
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from watchdog.observers import Observer
 from ingest.ingester import Ingester, IngestResult, is_job_file
 
 log = logging.getLogger("gen3d.ingest")
+_RESCAN = Path("\0rescan")  # a sentinel no real event can produce
 
 
 class _Handler(FileSystemEventHandler):
@@ -91,14 +93,22 @@ class InboxWatcher:
 
     def _loop(self) -> None:
         self._scan()
+        # watchdog adds the inotify watch on its own thread after start() returns, so a
+        # file dropped in that instant raises no event: rescan soon after start-up, then
+        # on a fixed schedule (a busy event stream must not postpone the rescans).
+        next_scan = time.monotonic() + min(1.0, self.rescan_interval_s)
         while not self._stop.is_set():
             try:
-                path = self._paths.get(timeout=self.rescan_interval_s)
+                path = self._paths.get(timeout=max(next_scan - time.monotonic(), 0.0))
             except stdqueue.Empty:
-                self._scan()
-                continue
-            if path is None:
+                path = _RESCAN
+            if path is None:  # stop() was called
                 break
+            if time.monotonic() >= next_scan:
+                self._scan()
+                next_scan = time.monotonic() + self.rescan_interval_s
+            if path is _RESCAN:
+                continue
             # Something arrived: it may be the picture a deferred job file waits for.
             retry, self._deferred = self._deferred, set()
             for p in {path, *retry}:
@@ -107,7 +117,14 @@ class InboxWatcher:
 
     def _scan(self) -> None:
         self._deferred.clear()
-        for result in self.ingester.scan(grace=True):
+        try:
+            results = self.ingester.scan(grace=True)
+        except Exception:  # noqa: BLE001 - e.g. the database is away: try again next round
+            log.exception(
+                "scanning %s failed; retrying in %.1f s", self.inbox, self.rescan_interval_s
+            )
+            return
+        for result in results:
             self._after(result)
 
     def _ingest(self, path: Path) -> None:
