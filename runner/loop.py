@@ -26,6 +26,7 @@ from db import queue
 from db.engine import Database
 from runner import outputs
 from runner.choose import choose_model
+from runner.preview import png_bytes, render
 from storage.errors import InputError
 from storage.uris import display_name, read_uri
 
@@ -223,11 +224,9 @@ class Runner:
             written += [outputs.write_artifact(folder, a.name, a.data) for a in res.artifacts]
             preview = res.preview_rgb
             if preview is None and res.mesh is not None:
-                from runner.preview import render
-
                 preview = render(res.mesh)
             if preview is not None:
-                written.append(outputs.write_artifact(folder, "preview.png", outputs.png(preview)))
+                written.append(outputs.write_artifact(folder, "preview.png", png_bytes(preview)))
             timings = {
                 "load_s": load_s,
                 "inference_s": infer_s,

@@ -8,7 +8,6 @@ same names in the same folder.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import platform
 from dataclasses import dataclass
@@ -64,14 +63,6 @@ def mesh_stats(mesh: Any) -> dict[str, Any]:
         "watertight": bool(all(getattr(g, "is_watertight", False) for g in geoms)),
         "bbox": {"min": bounds[0].round(6).tolist(), "max": bounds[1].round(6).tolist()},
     }
-
-
-def png(rgb: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _iso(t: datetime | None) -> str | None:
