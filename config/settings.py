@@ -38,6 +38,7 @@ class _Section(BaseModel):
 class IngestSettings(_Section):
     rescan_interval_s: float = Field(5.0, gt=0)
     missing_input_grace_s: float = Field(5.0, ge=0)
+    settle_s: float = Field(1.0, ge=0)
     max_job_file_bytes: int = Field(16 * 2**20, gt=0)
 
 

@@ -262,14 +262,24 @@ class Ingester:
 
     # ------------------------------------------------------------------ a whole inbox
 
-    def scan(self, *, grace: bool = True) -> list[IngestResult]:
-        """Ingest every job file under the inbox (dot-folders such as .accepted skipped)."""
+    def scan(self, *, grace: bool = True, settle_s: float = 0.0) -> list[IngestResult]:
+        """Ingest every job file under the inbox (dot-folders such as .accepted skipped).
+
+        ``settle_s``: skip files modified that recently. A scan cannot tell a file that
+        is still being written from a finished one; the watcher's close event (or its
+        next scan) covers the fresh ones, so it passes the settle time.
+        """
         inbox = self.settings.inbox_path
         inbox.mkdir(parents=True, exist_ok=True)
         results = []
+        now = time.time()
         for path in sorted(_walk(inbox)):
             try:
+                if settle_s and now - path.stat().st_mtime < settle_s:
+                    continue
                 results.append(self.ingest_path(path, move=True, grace=grace))
+            except FileNotFoundError:  # moved away meanwhile (another ingester took it)
+                continue
             except Exception:  # noqa: BLE001 - one file must not stop the scan
                 log.exception("ingesting %s failed; it stays in the inbox for the next scan", path)
         return results

@@ -118,7 +118,9 @@ class InboxWatcher:
     def _scan(self) -> None:
         self._deferred.clear()
         try:
-            results = self.ingester.scan(grace=True)
+            results = self.ingester.scan(
+                grace=True, settle_s=self.ingester.settings.ingest.settle_s
+            )
         except Exception:  # noqa: BLE001 - e.g. the database is away: try again next round
             log.exception(
                 "scanning %s failed; retrying in %.1f s", self.inbox, self.rescan_interval_s

@@ -258,6 +258,17 @@ def test_scan_skips_dot_folders_temp_names_and_pictures(ingester: Ingester) -> N
     assert [r.path for r in results] == [good.absolute()]
 
 
+def test_scan_with_a_settle_time_leaves_files_still_being_written(ingester: Ingester) -> None:
+    fresh = inbox(ingester) / "fresh.json"
+    inbox(ingester).mkdir(parents=True)
+    fresh.write_text("")  # created, not yet written: what a scan can see mid-write
+    assert ingester.scan(grace=True, settle_s=60) == []
+    assert fresh.exists()
+    old = write_job(inbox(ingester), "old.json", {"task": "mesh", "image": "a.png"}, a__png=PNG)
+    os.utime(old, (old.stat().st_mtime - 120,) * 2)
+    assert [r.path for r in ingester.scan(grace=True, settle_s=60)] == [old.absolute()]
+
+
 def test_scan_descends_into_subfolders(ingester: Ingester) -> None:
     sub = write_job(
         inbox(ingester) / "batch1", "a.json", {"task": "mesh", "image": "a.png"}, a__png=PNG
