@@ -83,10 +83,16 @@ def _daemon_logging(app: App) -> None:
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
+    """First SIGINT/SIGTERM: finish the batch in hand, then stop. Second: hand the batch
+    back to the queue at once (the runner catches Shutdown) and stop."""
+    from runner.loop import Shutdown
+
     def handler(signum: int, _frame: Any) -> None:
-        logging.getLogger("gen3d").warning(
-            "%s: finishing the current batch, then stopping", signal.Signals(signum).name
-        )
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            logging.getLogger("gen3d").warning("%s again: releasing the batch now", name)
+            raise Shutdown
+        logging.getLogger("gen3d").warning("%s: finishing the current batch, then stopping", name)
         stop.set()
 
     signal.signal(signal.SIGINT, handler)
@@ -190,6 +196,23 @@ def run(app: App, until_idle: bool, max_jobs: int | None) -> None:
         f"runner {runner.id}: {stats.claimed} claimed, {stats.succeeded} succeeded, "
         f"{stats.failed} failed, {stats.retried} to retry",
         err=True,
+    )
+
+
+@cli.command("requeue-stale")
+@pass_app
+def requeue_stale(app: App) -> None:
+    """Return jobs whose runner stopped heartbeating (lease expired) to the queue now."""
+    from db import runners
+
+    rs = app.settings.runner
+    with app.db().write() as conn:
+        reaped = queue.reap(conn, max_runner_deaths=rs.max_runner_deaths)
+        gone = runners.mark_gone(conn, silent_s=rs.lease_s)
+    for job_id, state in sorted(reaped.items()):
+        click.echo(f"{job_id}\t{state}")
+    click.echo(
+        f"{len(reaped)} job(s) requeued or failed; runners declared gone: {len(gone)}", err=True
     )
 
 

@@ -25,6 +25,8 @@ ENV_KEYS = {
     "GEN3D_OUTPUTS": "outputs",
     "GEN3D_INBOX_QUEUE": "inbox_queue",
     "GEN3D_LEASE_S": "runner.lease_s",
+    "GEN3D_HEARTBEAT_S": "runner.heartbeat_s",
+    "GEN3D_REAP_INTERVAL_S": "runner.reap_interval_s",
     "GEN3D_POLL_INTERVAL_S": "runner.poll_interval_s",
     "GEN3D_MAX_ATTEMPTS": "runner.max_attempts",
     "GEN3D_RESCAN_INTERVAL_S": "ingest.rescan_interval_s",
@@ -45,6 +47,9 @@ class IngestSettings(_Section):
 class RunnerSettings(_Section):
     poll_interval_s: float = Field(0.5, gt=0)
     lease_s: float = Field(120.0, gt=0)
+    heartbeat_s: float = Field(10.0, gt=0)  # lease renewal; well under lease_s
+    reap_interval_s: float = Field(15.0, gt=0)
+    max_runner_deaths: int = Field(3, ge=1)
     max_attempts: int = Field(3, ge=1)
     retry_base_s: float = Field(2.0, ge=0)
     retry_max_s: float = Field(300.0, ge=0)

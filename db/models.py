@@ -94,6 +94,8 @@ jobs = Table(
     Column("finished_at", UTCDateTime),
     Column("error", Text),
     Column("outputs_uri", Text),
+    # How many times a runner died holding this job (its lease expired and was reaped).
+    Column("lost_count", Integer, nullable=False, server_default="0"),
     UniqueConstraint("source_uri", "source_sha256", "source_entry"),
     CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in STATES) + ")", name="state_known"),
 )
@@ -127,3 +129,25 @@ job_events = Table(
     Column("attempt", Integer, nullable=False, server_default="0"),
     Column("detail", Text),
 )
+
+RUNNER_STATES = ("running", "stopped", "gone")
+
+# One row per runner process start (a fresh id each time: a reused name would hide a
+# dead runner's stale leases behind a live one's heartbeats).
+runners = Table(
+    "runners",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime),
+    Column("resident_models", JSON, nullable=False),
+    Column("devices", JSON, nullable=False),
+    CheckConstraint(
+        "state IN (" + ", ".join(f"'{s}'" for s in RUNNER_STATES) + ")", name="state_known"
+    ),
+)
+Index("ix_runners_state", runners.c.state)

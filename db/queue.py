@@ -232,6 +232,13 @@ def next_run_after(conn: Connection) -> datetime | None:
     return UTCDateTime().process_result_value(value, conn.dialect)
 
 
+def any_running(conn: Connection) -> bool:
+    return (
+        conn.execute(select(jobs.c.id).where(jobs.c.state == "running").limit(1)).first()
+        is not None
+    )
+
+
 # ---------------------------------------------------------------------------- claim
 
 
@@ -368,3 +375,90 @@ def events(conn: Connection, job_id: int) -> list[dict[str, Any]]:
 def count_by_state(conn: Connection) -> dict[str, int]:
     rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state))
     return {s: n for s, n in rows}
+
+
+# ---------------------------------------------------------------------------- leases
+
+
+def renew(conn: Connection, *, owner: str, lease_s: float) -> list[int]:
+    """Extend the leases of every job this runner holds; returns their ids.
+
+    A job missing from the answer was taken from the runner (cancelled, or reaped
+    after a stall): the runner must abandon it.
+    """
+    return list(
+        conn.execute(
+            update(jobs)
+            .where(_held(owner))
+            .values(lease_expires_at=after_expr(conn, lease_s))
+            .returning(jobs.c.id)
+        ).scalars()
+    )
+
+
+def reap(conn: Connection, *, max_runner_deaths: int) -> dict[int, str]:
+    """Return jobs whose lease expired to ``queued`` (their runner stopped heartbeating),
+    or to ``failed`` once runners have died holding them ``max_runner_deaths`` times, so a
+    job that kills its runner cannot loop forever. Returns {job id: new state}."""
+    clock = now_expr(conn)
+    stale = conn.execute(
+        select(jobs.c.id, jobs.c.lease_owner)
+        .where(jobs.c.state == "running", jobs.c.lease_expires_at < clock)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not stale:
+        return {}
+    owners = {r.id: r.lease_owner for r in stale}
+    dead_enough = jobs.c.lost_count + 1 >= max_runner_deaths
+    rows = conn.execute(
+        update(jobs)
+        .where(jobs.c.id.in_(owners), jobs.c.state == "running", jobs.c.lease_expires_at < clock)
+        .values(
+            state=case((dead_enough, "failed"), else_="queued"),
+            lost_count=jobs.c.lost_count + 1,
+            run_after=clock,
+            finished_at=case((dead_enough, clock), else_=null()),
+            error=case(
+                (
+                    dead_enough,
+                    literal("its runner died ")
+                    + cast(jobs.c.lost_count + 1, String)
+                    + literal(" times"),
+                ),
+                else_=jobs.c.error,
+            ),
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+        .returning(jobs.c.id, jobs.c.state)
+    ).all()
+    result = {r.id: str(r.state) for r in rows}
+    for job_id, state in result.items():
+        _record(
+            conn, [job_id], "running", state, runner=None,
+            detail=f"lease expired: runner {owners[job_id]} stopped heartbeating",
+        )  # fmt: skip
+    return result
+
+
+def release(conn: Connection, ids: list[int], *, owner: str, reason: str) -> list[int]:
+    """Hand held jobs back to ``queued`` at once (a runner shutting down in a hurry).
+    The attempt is not counted: the job never got to fail."""
+    if not ids:
+        return []
+    back = list(
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(ids), _held(owner))
+            .values(
+                state="queued",
+                attempts=jobs.c.attempts - 1,
+                run_after=now_expr(conn),
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            .returning(jobs.c.id)
+        ).scalars()
+    )
+    _record(conn, back, "running", "queued", runner=owner, detail=reason)
+    return back

@@ -22,7 +22,7 @@ from typing import Any
 from adapters.base import Adapter, Item, ModelUnavailable, Result, load_adapter
 from config import Settings
 from config.registry import ModelSpec
-from db import queue
+from db import queue, runners
 from db.engine import Database
 from runner import outputs
 from runner.choose import choose_model
@@ -31,6 +31,10 @@ from storage.errors import InputError
 from storage.uris import display_name, read_uri
 
 log = logging.getLogger("gen3d.runner")
+
+
+class Shutdown(BaseException):  # noqa: N818 - a signal, not an error
+    """Raised in the main thread by a second SIGINT/SIGTERM: drop the batch now."""
 
 
 def new_runner_id() -> str:
@@ -54,6 +58,7 @@ class _Outcome:
     job: dict[str, Any]
     error: BaseException | None = None
     written: list[outputs.Written] = field(default_factory=list)
+    abandoned: bool = False  # taken from this runner meanwhile (cancelled, reaped)
 
 
 class Runner:
@@ -75,12 +80,23 @@ class Runner:
         self.outputs_root = str(settings.outputs_path.resolve()) + "/"
         self.adapters: dict[str, Adapter] = {}
         self.stats = RunStats()
+        # The batch in hand, and those of its jobs the last heartbeat found taken away.
+        self._lock = threading.Lock()
+        self._held: set[int] = set()
+        self._lost: set[int] = set()
 
     # ------------------------------------------------------------------ loop
 
     def run(self, *, until_idle: bool = False, max_jobs: int | None = None) -> RunStats:
-        """Work until stopped; ``until_idle``: also stop once no queued job is left."""
+        """Work until stopped; ``until_idle``: also stop once no job is queued or running.
+
+        A first signal (``stop``) finishes the batch in hand; ``Shutdown`` (a second
+        signal) hands the batch back to the queue at once.
+        """
         poll = self.settings.runner.poll_interval_s
+        with self.db.write() as conn:
+            runners.register(conn, self.id)
+        scheduler = self._start_maintenance()
         try:
             while not self.stop.is_set():
                 left = None if max_jobs is None else max_jobs - self.stats.claimed
@@ -90,15 +106,75 @@ class Runner:
                     continue
                 with self.db.read() as conn:
                     nxt = queue.next_run_after(conn)
+                    busy = queue.any_running(conn)
                     clock = queue.now(conn)
-                if until_idle and nxt is None:
+                # Idle means nothing queued and nothing running anywhere: a running job
+                # can still come back (a dead runner's, once its lease is reaped).
+                if until_idle and nxt is None and not busy:
                     break
                 delay = poll if nxt is None else min(max((nxt - clock).total_seconds(), 0.01), poll)
                 self.wake.wait(delay)
                 self.wake.clear()
+        except Shutdown:
+            with self._lock:
+                held = sorted(self._held)
+            with self.db.write() as conn:
+                back = queue.release(
+                    conn, held, owner=self.id, reason="runner stopped by a second signal"
+                )
+            log.warning("second signal: %d job(s) handed back to the queue", len(back))
         finally:
+            scheduler.shutdown(wait=False)
             self.unload_all()
+            with self.db.write() as conn:
+                runners.stopped(conn, self.id)
         return self.stats
+
+    # ------------------------------------------------------------------ maintenance
+
+    def _start_maintenance(self) -> Any:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        rs = self.settings.runner
+        scheduler = BackgroundScheduler(daemon=True)
+        opts = {"max_instances": 1, "coalesce": True}
+        scheduler.add_job(self.heartbeat, "interval", seconds=rs.heartbeat_s, **opts)
+        scheduler.add_job(self.reap, "interval", seconds=rs.reap_interval_s, **opts)
+        scheduler.start()
+        return scheduler
+
+    def heartbeat(self) -> None:
+        """Renew this runner's leases; note jobs taken away (cancelled, reaped) to abandon."""
+        try:
+            with self.db.write() as conn:
+                renewed = set(
+                    queue.renew(conn, owner=self.id, lease_s=self.settings.runner.lease_s)
+                )
+                runners.beat(conn, self.id, resident=sorted(self.adapters))
+        except Exception:  # noqa: BLE001 - the next beat tries again; the lease has slack
+            log.warning("heartbeat failed", exc_info=True)
+            return
+        with self._lock:
+            lost = self._held - renewed
+            self._lost |= lost
+        if lost:
+            log.warning("jobs %s were taken from this runner; abandoning them", sorted(lost))
+
+    def reap(self) -> None:
+        """Return jobs of runners that stopped heartbeating, then declare those runners gone."""
+        rs = self.settings.runner
+        try:
+            with self.db.write() as conn:
+                reaped = queue.reap(conn, max_runner_deaths=rs.max_runner_deaths)
+                gone = runners.mark_gone(conn, silent_s=rs.lease_s)
+        except Exception:  # noqa: BLE001
+            log.warning("reaping failed", exc_info=True)
+            return
+        if reaped:
+            log.warning("reaped %d job(s) with expired leases: %s", len(reaped), reaped)
+            self.wake.set()
+        if gone:
+            log.warning("runners declared gone: %s", gone)
 
     def step(self, *, limit: int | None = None) -> int:
         """Claim and run one batch; the number of jobs it held (0: nothing to do)."""
@@ -122,6 +198,9 @@ class Runner:
             )
         if not jobs:
             return 0
+        with self._lock:
+            self._held = {j["id"] for j in jobs}
+            self._lost = set()
         self.stats.claimed += len(jobs)
         self.stats.batches += 1
         self.stats.job_ids.extend(j["id"] for j in jobs)
@@ -130,6 +209,8 @@ class Runner:
             self._record([_Outcome(j, gone) for j in jobs], model={"id": model_id}, timings={})
         else:
             self._run_batch(spec, jobs)
+        with self._lock:
+            self._held = set()
         return len(jobs)
 
     # ------------------------------------------------------------------ one batch
@@ -206,6 +287,9 @@ class Runner:
         load_s: float,
         infer_s: float,
     ) -> _Outcome:
+        with self._lock:
+            if job["id"] in self._lost:
+                return _Outcome(job, abandoned=True)
         if isinstance(res, BaseException):
             return _Outcome(job, res)
         t0 = time.perf_counter()
@@ -252,6 +336,7 @@ class Runner:
     def _record(
         self, outcomes: list[_Outcome], *, model: dict[str, Any], timings: dict[str, float]
     ) -> None:
+        outcomes = [o for o in outcomes if not o.abandoned]
         done = [o.job["id"] for o in outcomes if o.error is None]
         with self.db.write() as conn:
             finished = set(queue.finish(conn, done, owner=self.id))

@@ -175,3 +175,14 @@ def test_reporting_views_have_the_documented_columns(db: Database) -> None:
         "job_id", "task", "model", "from_state", "to_state", "at", "runner", "attempt", "detail",
     ]  # fmt: skip
     assert [h["to_state"] for h in history] == ["queued", "running", "succeeded"]
+
+
+def test_migrated_schema_matches_the_table_definitions(db: Database) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from db.models import metadata
+
+    with db.read() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
