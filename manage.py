@@ -199,6 +199,37 @@ def run(app: App, until_idle: bool, max_jobs: int | None) -> None:
     )
 
 
+def _admin_verb(app: App, job_ids: tuple[int, ...], action: str) -> None:
+    with app.db().write() as conn:
+        outcome = getattr(queue, action)(conn, list(job_ids))
+    refused = 0
+    for job_id, (moved, state) in outcome.items():
+        if moved:
+            click.echo(f"{job_id}\t{state}")
+        else:
+            refused += 1
+            why = "no such job" if state == "missing" else f"it is {state}"
+            click.echo(f"job {job_id}: cannot {action}: {why}", err=True)
+    if refused:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True, type=int)
+@pass_app
+def retry(app: App, job_ids: tuple[int, ...]) -> None:
+    """Queue failed or cancelled jobs again, with fresh attempts."""
+    _admin_verb(app, job_ids, "retry")
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True, type=int)
+@pass_app
+def cancel(app: App, job_ids: tuple[int, ...]) -> None:
+    """Cancel queued or running jobs (a running job's runner abandons it)."""
+    _admin_verb(app, job_ids, "cancel")
+
+
 @cli.command("requeue-stale")
 @pass_app
 def requeue_stale(app: App) -> None:

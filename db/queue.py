@@ -462,3 +462,50 @@ def release(conn: Connection, ids: list[int], *, owner: str, reason: str) -> lis
     )
     _record(conn, back, "running", "queued", runner=owner, detail=reason)
     return back
+
+
+# ---------------------------------------------------------------------------- admin
+
+CANCELLABLE = ("queued", "running", "waiting")
+RETRYABLE = ("failed", "cancelled")
+
+
+def _admin(
+    conn: Connection,
+    ids: list[int],
+    allowed: tuple[str, ...],
+    values: dict[str, Any],
+    to: str,
+    detail: str,
+) -> dict[int, tuple[bool, str]]:
+    """Move jobs in ``allowed`` states to ``to``. Returns {id: (moved, state)} for every id
+    asked: (True, new state), or (False, the state that did not allow it / 'missing')."""
+    found = dict(
+        conn.execute(
+            select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(ids)).with_for_update()
+        ).all()
+    )
+    movable = [i for i in ids if found.get(i) in allowed]
+    for state in {found[i] for i in movable}:  # one event batch per previous state
+        group = [i for i in movable if found[i] == state]
+        conn.execute(
+            update(jobs).where(jobs.c.id.in_(group), jobs.c.state == state).values(**values)
+        )
+        _record(conn, group, state, to, runner=None, detail=detail)
+    return {i: (True, to) if i in movable else (False, found.get(i, "missing")) for i in ids}
+
+
+def cancel(conn: Connection, ids: list[int]) -> dict[int, tuple[bool, str]]:
+    """Cancel queued, waiting or running jobs. A running job's runner sees its lease gone
+    at the next heartbeat and abandons it; its late result is never recorded."""
+    values = {"state": "cancelled", "finished_at": now_expr(conn), "lease_owner": None,
+              "lease_expires_at": None}  # fmt: skip
+    return _admin(conn, ids, CANCELLABLE, values, "cancelled", "cancelled by an admin")
+
+
+def retry(conn: Connection, ids: list[int]) -> dict[int, tuple[bool, str]]:
+    """Queue failed or cancelled jobs again with fresh attempts (not rejected ones: their
+    input is invalid and would be rejected again)."""
+    values = {"state": "queued", "run_after": now_expr(conn), "attempts": 0, "lost_count": 0,
+              "error": None, "finished_at": None}  # fmt: skip
+    return _admin(conn, ids, RETRYABLE, values, "queued", "retried by an admin")
