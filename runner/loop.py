@@ -144,7 +144,14 @@ class Runner:
         return scheduler
 
     def heartbeat(self) -> None:
-        """Renew this runner's leases; note jobs taken away (cancelled, reaped) to abandon."""
+        """Renew this runner's leases; note jobs taken away (cancelled, reaped) to abandon.
+
+        Only jobs held both before and after the renewal are judged: a batch claimed
+        meanwhile is not in this renewal's answer and must not look taken away (it
+        would be abandoned while still leased, and renewed, forever).
+        """
+        with self._lock:
+            before = set(self._held)
         try:
             with self.db.write() as conn:
                 renewed = set(
@@ -155,7 +162,7 @@ class Runner:
             log.warning("heartbeat failed", exc_info=True)
             return
         with self._lock:
-            lost = self._held - renewed
+            lost = (before - renewed) & self._held
             self._lost |= lost
         if lost:
             log.warning("jobs %s were taken from this runner; abandoning them", sorted(lost))

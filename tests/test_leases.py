@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,10 +129,24 @@ def _runner(db_url: str, *args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEN3D_")}
     env.update(GEN3D_DATABASE_URL=db_url, GEN3D_LEASE_S="1.5", GEN3D_HEARTBEAT_S="0.3",
                GEN3D_REAP_INTERVAL_S="0.3", GEN3D_POLL_INTERVAL_S="0.05")  # fmt: skip
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "run", *args], env=env, cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    # stderr to a file, not a pipe: a runner logs a line per job, and an unread pipe
+    # fills up and blocks it.
+    fd, log_path = tempfile.mkstemp(prefix="gen3d-runner-", suffix=".log")
+    with os.fdopen(fd, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "run", *args], env=env, cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=log, text=True,
+        )  # fmt: skip
+    LOGS[proc.pid] = Path(log_path)
+    return proc
+
+
+LOGS: dict[int, Path] = {}
+
+
+def _log(proc: subprocess.Popen[str]) -> str:
+    """The tail of a runner's log, for assertion messages."""
+    return LOGS[proc.pid].read_text()[-3000:]
 
 
 def _wait(cond: Callable[[], bool], timeout: float = 60) -> None:
@@ -154,7 +169,7 @@ def test_killed_runners_jobs_come_back_and_each_succeeds_exactly_once(
     assert _states(db).get("running", 0) > 0  # its leases are still out
     killed_at = time.monotonic()
     rescuer = _runner(db_url, "--until-idle")
-    assert rescuer.wait(timeout=120) == 0, rescuer.stderr.read() if rescuer.stderr else ""
+    assert rescuer.wait(timeout=120) == 0, _log(rescuer)
     assert time.monotonic() - killed_at < 30
     assert _states(db) == {"succeeded": len(ids)}
     with db.read() as conn:
