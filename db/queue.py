@@ -380,16 +380,20 @@ def count_by_state(conn: Connection) -> dict[str, int]:
 # ---------------------------------------------------------------------------- leases
 
 
-def renew(conn: Connection, *, owner: str, lease_s: float) -> list[int]:
-    """Extend the leases of every job this runner holds; returns their ids.
+def renew(conn: Connection, ids: list[int], *, owner: str, lease_s: float) -> list[int]:
+    """Extend the leases of the jobs ``ids`` this runner holds; returns those renewed.
 
     A job missing from the answer was taken from the runner (cancelled, or reaped
-    after a stall): the runner must abandon it.
+    after a stall): the runner must abandon it. Only jobs the runner knows it holds
+    are renewed: one whose claim reply was lost (connection dropped at commit) must
+    expire and be reaped, not stay leased to a runner that does not know of it.
     """
+    if not ids:
+        return []
     return list(
         conn.execute(
             update(jobs)
-            .where(_held(owner))
+            .where(jobs.c.id.in_(ids), _held(owner))
             .values(lease_expires_at=after_expr(conn, lease_s))
             .returning(jobs.c.id)
         ).scalars()

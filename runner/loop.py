@@ -14,10 +14,14 @@ import secrets
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from adapters.base import Adapter, Item, ModelUnavailable, Result, load_adapter
 from config import Settings
@@ -31,6 +35,7 @@ from storage.errors import InputError
 from storage.uris import display_name, read_uri
 
 log = logging.getLogger("gen3d.runner")
+T = TypeVar("T")
 
 
 class Shutdown(BaseException):  # noqa: N818 - a signal, not an error
@@ -94,20 +99,29 @@ class Runner:
         signal) hands the batch back to the queue at once.
         """
         poll = self.settings.runner.poll_interval_s
-        with self.db.write() as conn:
-            runners.register(conn, self.id)
+        self._persist("registering", lambda conn: runners.register(conn, self.id))
         scheduler = self._start_maintenance()
+        outage = 0.2  # back-off while the database is unreachable
         try:
             while not self.stop.is_set():
                 left = None if max_jobs is None else max_jobs - self.stats.claimed
                 if left is not None and left <= 0:
                     break
-                if self.step(limit=left):
+                try:
+                    if self.step(limit=left):
+                        outage = 0.2
+                        continue
+                    with self.db.read() as conn:
+                        nxt = queue.next_run_after(conn)
+                        busy = queue.any_running(conn)
+                        clock = queue.now(conn)
+                except (OperationalError, InterfaceError) as exc:
+                    # Before a claim commits nothing is held; wait for the database.
+                    log.warning("database unavailable (%s); retrying in %.1f s",
+                                type(exc.orig or exc).__name__, outage)  # fmt: skip
+                    self.stop.wait(outage)
+                    outage = min(outage * 2, 5.0)
                     continue
-                with self.db.read() as conn:
-                    nxt = queue.next_run_after(conn)
-                    busy = queue.any_running(conn)
-                    clock = queue.now(conn)
                 # Idle means nothing queued and nothing running anywhere: a running job
                 # can still come back (a dead runner's, once its lease is reaped).
                 if until_idle and nxt is None and not busy:
@@ -126,9 +140,28 @@ class Runner:
         finally:
             scheduler.shutdown(wait=False)
             self.unload_all()
-            with self.db.write() as conn:
-                runners.stopped(conn, self.id)
+            try:
+                with self.db.write() as conn:
+                    runners.stopped(conn, self.id)
+            except (OperationalError, InterfaceError):
+                log.warning("could not mark runner %s stopped: database unavailable", self.id)
         return self.stats
+
+    # ------------------------------------------------------------------ database outages
+
+    def _persist(self, what: str, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in a write transaction, retrying with back-off while the database is
+        unreachable: the results of work already done are never dropped."""
+        delay = 0.2
+        while True:
+            try:
+                with self.db.write() as conn:
+                    return fn(conn)
+            except (OperationalError, InterfaceError) as exc:
+                log.warning("database unavailable (%s) while %s; retrying in %.1f s",
+                            type(exc.orig or exc).__name__, what, delay)  # fmt: skip
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # ------------------------------------------------------------------ maintenance
 
@@ -155,7 +188,9 @@ class Runner:
         try:
             with self.db.write() as conn:
                 renewed = set(
-                    queue.renew(conn, owner=self.id, lease_s=self.settings.runner.lease_s)
+                    queue.renew(
+                        conn, sorted(before), owner=self.id, lease_s=self.settings.runner.lease_s
+                    )
                 )
                 runners.beat(conn, self.id, resident=sorted(self.adapters))
         except Exception:  # noqa: BLE001 - the next beat tries again; the lease has slack
@@ -345,8 +380,9 @@ class Runner:
     ) -> None:
         outcomes = [o for o in outcomes if not o.abandoned]
         done = [o.job["id"] for o in outcomes if o.error is None]
-        with self.db.write() as conn:
-            finished = set(queue.finish(conn, done, owner=self.id))
+        finished = set(
+            self._persist("recording results", lambda c: queue.finish(c, done, owner=self.id))
+        )
         self.stats.succeeded += len(finished)
         for o in outcomes:
             if o.error is None:
@@ -377,8 +413,9 @@ class Runner:
         rs = self.settings.runner
         backoff = min(rs.retry_max_s, rs.retry_base_s * 2 ** max(job["attempts"] - 1, 0))
         retry_in = backoff * random.uniform(0.5, 1.0)  # jitter spreads a herd of retries
-        with self.db.write() as conn:
-            state = queue.fail(
+        state = self._persist(
+            "recording a failure",
+            lambda conn: queue.fail(
                 conn,
                 job["id"],
                 owner=self.id,
@@ -386,7 +423,8 @@ class Runner:
                 permanent=permanent,
                 retry_in_s=retry_in,
                 detail=detail,
-            )
+            ),
+        )
         if state == "failed":
             self.stats.failed += 1
             log.warning("job %d failed: %s", job["id"], message)

@@ -27,7 +27,7 @@ def test_cancelled_running_job_cannot_be_finished_by_its_runner(db: Database) ->
     _claim(db, "r", 1)
     with db.write() as conn:
         assert queue.cancel(conn, [jid]) == {jid: (True, "cancelled")}
-        assert queue.renew(conn, owner="r", lease_s=60) == []  # the heartbeat sees it gone
+        assert queue.renew(conn, [jid], owner="r", lease_s=60) == []  # the heartbeat sees it gone
         assert queue.finish(conn, [jid], owner="r") == []
     assert _states(db) == {"cancelled": 1}
 

@@ -56,9 +56,20 @@ def test_renew_extends_only_this_runners_leases(db: Database) -> None:
     _enqueue(db, 3)
     mine, theirs = _claim(db, "a", 2, lease_s=1), _claim(db, "b", 1, lease_s=1)
     with db.write() as conn:
-        assert sorted(queue.renew(conn, owner="a", lease_s=600)) == sorted(mine)
+        assert sorted(queue.renew(conn, mine + theirs, owner="a", lease_s=600)) == sorted(mine)
         leases = dict(conn.execute(text("SELECT id, lease_expires_at FROM jobs")).all())
     assert all(str(leases[i]) > str(leases[theirs[0]]) for i in mine)
+
+
+def test_renew_leaves_jobs_the_runner_does_not_know_it_holds_to_expire(db: Database) -> None:
+    """A claim whose reply was lost must not stay leased to a runner unaware of it."""
+    _enqueue(db, 2)
+    known, unknown = _claim(db, "a", 2, lease_s=1)
+    with db.write() as conn:
+        assert queue.renew(conn, [known], owner="a", lease_s=600) == [known]
+    time.sleep(1.2)
+    with db.write() as conn:
+        assert queue.reap(conn, max_runner_deaths=3) == {unknown: "queued"}
 
 
 def test_reaper_requeues_jobs_whose_lease_expired_and_counts_the_death(db: Database) -> None:
@@ -127,8 +138,10 @@ def test_silent_runner_is_declared_gone_and_a_beating_one_is_not(db: Database) -
 
 def _runner(db_url: str, *args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEN3D_")}
-    env.update(GEN3D_DATABASE_URL=db_url, GEN3D_LEASE_S="1.5", GEN3D_HEARTBEAT_S="0.3",
-               GEN3D_REAP_INTERVAL_S="0.3", GEN3D_POLL_INTERVAL_S="0.05")  # fmt: skip
+    outputs = tempfile.mkdtemp(prefix="gen3d-runner-out-")  # never the repository's var/
+    env.update(GEN3D_DATABASE_URL=db_url, GEN3D_OUTPUTS=outputs, GEN3D_LEASE_S="1.5",
+               GEN3D_HEARTBEAT_S="0.3", GEN3D_REAP_INTERVAL_S="0.3",
+               GEN3D_POLL_INTERVAL_S="0.05")  # fmt: skip
     # stderr to a file, not a pipe: a runner logs a line per job, and an unread pipe
     # fills up and blocks it.
     fd, log_path = tempfile.mkstemp(prefix="gen3d-runner-", suffix=".log")
@@ -144,9 +157,10 @@ def _runner(db_url: str, *args: str) -> subprocess.Popen[str]:
 LOGS: dict[int, Path] = {}
 
 
-def _log(proc: subprocess.Popen[str]) -> str:
-    """The tail of a runner's log, for assertion messages."""
-    return LOGS[proc.pid].read_text()[-3000:]
+def _log(proc: subprocess.Popen[str], tail: int | None = 3000) -> str:
+    """A runner's log (its tail by default, for assertion messages)."""
+    text = LOGS[proc.pid].read_text()
+    return text if tail is None else text[-tail:]
 
 
 def _wait(cond: Callable[[], bool], timeout: float = 60) -> None:
