@@ -291,6 +291,7 @@ def _job_doc(job: dict[str, Any]) -> dict[str, Any]:
         "created_at": job["created_at"],
         "started_at": job["started_at"],
         "finished_at": job["finished_at"],
+        **({"wait_s": job["wait_s"], "run_s": job["run_s"]} if "wait_s" in job else {}),
     }
 
 
@@ -350,15 +351,18 @@ HEADER = ["id", "name", "task", "model", "state", "secs", "source", "outputs", "
 @pass_app
 def status(app: App, job_id: int | None, as_json: bool) -> None:
     """Jobs and their outputs (one job in detail with JOB_ID)."""
+    from db import reports
+
     with app.db().read() as conn:
         if job_id is None:
-            jobs = queue.list_jobs(conn)
+            jobs = reports.summaries(conn)
             counts = queue.count_by_state(conn)
         else:
-            job = queue.get_job(conn, job_id)
-            if job is None:
+            found = reports.summaries(conn, job_id)
+            if not found:
                 raise click.ClickException(f"no job {job_id}")
-            history = queue.events(conn, job_id)
+            job = found[0]
+            history = reports.history(conn, job_id)
     if job_id is None:
         if as_json:
             _emit_json({"counts": counts, "jobs": [_job_doc(j) for j in jobs]})

@@ -117,6 +117,7 @@ def test_run_until_idle_then_status_of_one_job(env: dict[str, str], tmp_path: Pa
     manage(env, "run", "--until-idle")
     doc = json.loads(manage(env, "status", "1", "--json").stdout)
     assert doc["job"]["state"] == "succeeded"
+    assert doc["job"]["run_s"] >= 0 and doc["job"]["wait_s"] >= 0  # from job_summary
     assert [e["to_state"] for e in doc["events"]] == ["queued", "running", "succeeded"]
     assert {a["name"] for a in doc["manifest"]["artifacts"]} == {"mesh.glb", "preview.png"}
     assert "succeeded" in manage(env, "status").stdout

@@ -186,3 +186,19 @@ def test_migrated_schema_matches_the_table_definitions(db: Database) -> None:
     with db.read() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
+
+
+def test_status_reads_the_views_with_names_and_outputs(db: Database) -> None:
+    from db import reports
+
+    with db.write() as conn:
+        (e,) = queue.enqueue_file(conn, _jobs(1, name="duck"), OUT)
+        (job,) = queue.claim(conn, model="m", limit=1, owner="r", lease_s=60, outputs_root=OUT)
+        queue.finish(conn, [job["id"]], owner="r")
+    with db.read() as conn:
+        (row,) = reports.summaries(conn, e.id)
+        history = reports.history(conn, e.id)
+    assert (row["name"], row["state"], row["outputs_uri"]) == ("duck", "succeeded", f"/out/{e.id}")
+    assert row["run_s"] >= 0 and row["finished_at"].tzinfo is not None
+    assert [h["to_state"] for h in history] == ["queued", "running", "succeeded"]
+    assert history[0]["at"].tzinfo is not None
