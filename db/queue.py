@@ -291,30 +291,32 @@ def _held(owner: str) -> ColumnElement[bool]:
     return and_(jobs.c.state == "running", jobs.c.lease_owner == owner)
 
 
+def _move_held(
+    conn: Connection, ids: list[int], owner: str, to: str, detail: str | None, **values: Any
+) -> list[int]:
+    """Move the jobs of ``ids`` this runner still holds to ``to`` in one statement, clear
+    their lease, and record the events; returns the ids moved."""
+    if not ids:
+        return []
+    moved = list(
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(ids), _held(owner))
+            .values(state=to, lease_owner=None, lease_expires_at=None, **values)
+            .returning(jobs.c.id)
+        ).scalars()
+    )
+    _record(conn, moved, "running", to, runner=owner, detail=detail)
+    return moved
+
+
 def finish(conn: Connection, ids: list[int], *, owner: str) -> list[int]:
     """Mark a batch succeeded in one statement; returns the ids this runner still held.
 
     A job whose lease was lost (reaped, cancelled) is not touched, so ``succeeded``
     is reached once and only once.
     """
-    if not ids:
-        return []
-    done = list(
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id.in_(ids), _held(owner))
-            .values(
-                state="succeeded",
-                finished_at=now_expr(conn),
-                lease_owner=None,
-                lease_expires_at=None,
-                error=None,
-            )
-            .returning(jobs.c.id)
-        ).scalars()
-    )
-    _record(conn, done, "running", "succeeded", runner=owner)
-    return done
+    return _move_held(conn, ids, owner, "succeeded", None, finished_at=now_expr(conn), error=None)
 
 
 def fail(
@@ -448,24 +450,9 @@ def reap(conn: Connection, *, max_runner_deaths: int) -> dict[int, str]:
 def release(conn: Connection, ids: list[int], *, owner: str, reason: str) -> list[int]:
     """Hand held jobs back to ``queued`` at once (a runner shutting down in a hurry).
     The attempt is not counted: the job never got to fail."""
-    if not ids:
-        return []
-    back = list(
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id.in_(ids), _held(owner))
-            .values(
-                state="queued",
-                attempts=jobs.c.attempts - 1,
-                run_after=now_expr(conn),
-                lease_owner=None,
-                lease_expires_at=None,
-            )
-            .returning(jobs.c.id)
-        ).scalars()
+    return _move_held(
+        conn, ids, owner, "queued", reason, attempts=jobs.c.attempts - 1, run_after=now_expr(conn)
     )
-    _record(conn, back, "running", "queued", runner=owner, detail=reason)
-    return back
 
 
 # ---------------------------------------------------------------------------- admin
