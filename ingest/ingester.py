@@ -164,7 +164,9 @@ class Ingester:
             source_uri=uri,
             source_sha256=sha,
             source_entry=entry.index,
-            max_attempts=model.max_attempts or self.settings.runner.max_attempts,
+            max_attempts=spec.max_attempts
+            or model.max_attempts
+            or self.settings.runner.max_attempts,
         )
 
     def _inputs(self, spec: JobSpec, base: Path) -> dict[str, Any]:

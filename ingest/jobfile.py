@@ -40,6 +40,7 @@ class JobSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     priority: int = Field(0, ge=-1000, le=1000)
+    max_attempts: int | None = Field(None, ge=1, le=20)  # overrides the model's default
     name: str | None = Field(None, min_length=1, max_length=200)
     output_format: OutputFormat = "glb"
     then: list[StageSpec] = Field(default_factory=list, max_length=8)

@@ -305,3 +305,17 @@ def test_ingest_is_idempotent_on_both_databases(settings: Settings) -> None:
     with db.read() as conn:
         assert queue.count_by_state(conn) == {"queued": 2}
     db.dispose()
+
+
+def test_max_attempts_comes_from_the_job_then_the_model_then_the_settings(
+    ingester: Ingester,
+) -> None:
+    path = write_job(
+        inbox(ingester), "a.json",
+        [{"task": "mesh", "image": "a.png"}, {"task": "mesh", "image": "a.png", "max_attempts": 7}],
+        a__png=PNG,
+    )  # fmt: skip
+    result = ingester.ingest_path(path, move=False, grace=False)
+    with ingester.db.read() as conn:
+        attempts = [queue.get_job(conn, e.id)["max_attempts"] for e in result.jobs]  # type: ignore[index]
+    assert attempts == [ingester.settings.runner.max_attempts, 7]
