@@ -224,19 +224,25 @@ def demand(conn: Connection) -> list[ModelDemand]:
     ]
 
 
-def next_run_after(conn: Connection) -> datetime | None:
-    """When the earliest queued-but-delayed job becomes runnable (None: none queued)."""
-    value = conn.execute(
-        select(func.min(jobs.c.run_after)).where(jobs.c.state == "queued")
-    ).scalar()
-    return UTCDateTime().process_result_value(value, conn.dialect)
+@dataclass(frozen=True)
+class Outlook:
+    """What an idle runner needs to know, read in one statement (one snapshot)."""
+
+    next_run_after: datetime | None  # earliest queued job's run_after; None: none queued
+    any_running: bool
 
 
-def any_running(conn: Connection) -> bool:
-    return (
-        conn.execute(select(jobs.c.id).where(jobs.c.state == "running").limit(1)).first()
-        is not None
-    )
+def outlook(conn: Connection) -> Outlook:
+    """When the next queued job becomes runnable, and whether any job is running.
+
+    One statement, not two: on PostgreSQL each statement of a READ COMMITTED transaction
+    takes a fresh snapshot, so reading "queued" and then "running" separately can miss a
+    job that the reaper moves from running back to queued in between.
+    """
+    soonest = select(func.min(jobs.c.run_after)).where(jobs.c.state == "queued")
+    running = select(jobs.c.id).where(jobs.c.state == "running").exists()
+    value, busy = conn.execute(select(soonest.scalar_subquery(), running)).one()
+    return Outlook(UTCDateTime().process_result_value(value, conn.dialect), bool(busy))
 
 
 # ---------------------------------------------------------------------------- claim

@@ -112,8 +112,7 @@ class Runner:
                         outage = 0.2
                         continue
                     with self.db.read() as conn:
-                        nxt = queue.next_run_after(conn)
-                        busy = queue.any_running(conn)
+                        ahead = queue.outlook(conn)
                         clock = queue.now(conn)
                 except (OperationalError, InterfaceError) as exc:
                     # Before a claim commits nothing is held; wait for the database.
@@ -124,7 +123,8 @@ class Runner:
                     continue
                 # Idle means nothing queued and nothing running anywhere: a running job
                 # can still come back (a dead runner's, once its lease is reaped).
-                if until_idle and nxt is None and not busy:
+                nxt = ahead.next_run_after
+                if until_idle and nxt is None and not ahead.any_running:
                     break
                 delay = poll if nxt is None else min(max((nxt - clock).total_seconds(), 0.01), poll)
                 self.wake.wait(delay)

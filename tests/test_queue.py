@@ -130,8 +130,9 @@ def test_delayed_job_is_not_runnable_until_its_time(db: Database) -> None:
         queue.fail(conn, job["id"], owner="r", error="hiccup", permanent=False, retry_in_s=3600)
     with db.read() as conn:
         assert queue.demand(conn) == []
-        nxt = queue.next_run_after(conn)
-        assert nxt is not None and nxt > queue.now(conn)
+        ahead = queue.outlook(conn)
+        assert ahead.next_run_after is not None and ahead.next_run_after > queue.now(conn)
+        assert not ahead.any_running
 
 
 def test_permanent_failure_fails_at_once(db: Database) -> None:
@@ -202,3 +203,12 @@ def test_status_reads_the_views_with_names_and_outputs(db: Database) -> None:
     assert row["run_s"] >= 0 and row["finished_at"].tzinfo is not None
     assert [h["to_state"] for h in history] == ["queued", "running", "succeeded"]
     assert history[0]["at"].tzinfo is not None
+
+
+def test_outlook_sees_running_and_queued_jobs(db: Database) -> None:
+    with db.write() as conn:
+        assert queue.outlook(conn) == queue.Outlook(None, False)
+        queue.enqueue_file(conn, _jobs(2), OUT)
+        queue.claim(conn, model="m", limit=1, owner="r", lease_s=60, outputs_root=OUT)
+        ahead = queue.outlook(conn)
+    assert ahead.any_running and ahead.next_run_after is not None
