@@ -49,6 +49,9 @@ class RunnerSettings(_Section):
     lease_s: float = Field(120.0, gt=0)
     heartbeat_s: float = Field(10.0, gt=0)  # lease renewal; well under lease_s
     reap_interval_s: float = Field(15.0, gt=0)
+    # While a model's batches come back full, keep claiming it without re-reading the
+    # queue's demand for up to this long (bounds how late a more urgent model is seen).
+    plan_interval_s: float = Field(1.0, ge=0)
     max_runner_deaths: int = Field(3, ge=1)
     max_attempts: int = Field(3, ge=1)
     retry_base_s: float = Field(2.0, ge=0)

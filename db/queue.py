@@ -12,6 +12,7 @@ Time: PostgreSQL's ``now()`` when the database is shared by many hosts; on SQLit
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,9 +20,11 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Integer,
     Interval,
     String,
     and_,
+    bindparam,
     case,
     cast,
     func,
@@ -34,6 +37,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from db.models import UTCDateTime, job_events, jobs
+
+EVENT_COLUMNS = ["job_id", "from_state", "to_state", "at", "runner", "attempt", "detail"]
 
 
 def now_expr(conn: Connection) -> ColumnElement[datetime]:
@@ -175,7 +180,7 @@ def _record(
     det = detail if isinstance(detail, ColumnElement) else literal(detail, String)
     conn.execute(
         insert(job_events).from_select(
-            ["job_id", "from_state", "to_state", "at", "runner", "attempt", "detail"],
+            EVENT_COLUMNS,
             select(
                 jobs.c.id,
                 literal(from_state, String) if from_state else null(),
@@ -248,6 +253,131 @@ def outlook(conn: Connection) -> Outlook:
 # ---------------------------------------------------------------------------- claim
 
 
+# The hot path (claim, finish, release) runs thousands of times a minute: its statements
+# are built once per dialect with bind parameters, so a call costs SQLAlchemy a cache
+# lookup instead of a rebuild. On PostgreSQL each is one statement whose data-modifying
+# CTE also writes the state events (one round trip, no event rows through Python).
+
+# What a runner reads of a claimed job (not ``spec``: the whole job file entry).
+CLAIMED = (
+    "id", "name", "task", "model", "state", "priority", "params", "seed", "output_format", "inputs",
+    "source_uri", "source_entry", "source_sha256", "attempts", "max_attempts",
+    "created_at", "started_at", "lease_owner", "lease_expires_at", "outputs_uri",
+)  # fmt: skip
+
+
+def _clock(dialect: str) -> ColumnElement[datetime]:
+    """now(): the server's on PostgreSQL, the caller's ``:now`` on SQLite (one host)."""
+    if dialect == "postgresql":
+        return func.now()
+    return bindparam("now", type_=UTCDateTime)
+
+
+def _clock_plus(dialect: str, name: str) -> ColumnElement[datetime]:
+    """now() + ``:name`` seconds (given as a timedelta in the parameters)."""
+    if dialect == "postgresql":
+        return func.now() + bindparam(name, type_=Interval)
+    return bindparam(f"{name}_at", type_=UTCDateTime)
+
+
+def _hot_params(conn: Connection, **values: Any) -> dict[str, Any]:
+    """Parameters of a prebuilt statement; on SQLite also the clock values it binds."""
+    if conn.dialect.name != "postgresql":
+        clock = datetime.now(UTC)
+        values["now"] = clock
+        for key, value in list(values.items()):
+            if isinstance(value, timedelta):
+                values[f"{key}_at"] = clock + value
+    return values
+
+
+def _with_events(dialect: str, moved: Any, from_state: str | None, to_state: str) -> Any:
+    """``moved`` (an UPDATE ... RETURNING id, attempts, ...) plus its events: on
+    PostgreSQL one statement; on SQLite the UPDATE alone (``_record_moved`` follows)."""
+    if dialect != "postgresql":
+        return moved
+    rows = moved.cte("moved")
+    events = insert(job_events).from_select(
+        EVENT_COLUMNS,
+        select(
+            rows.c.id,
+            literal(from_state, String) if from_state else null(),
+            literal(to_state, String),
+            _clock(dialect),
+            bindparam("p_owner", type_=String),
+            rows.c.attempts,
+            bindparam("p_detail", type_=String),
+        ),
+    )
+    return select(rows).add_cte(events.cte("events"))
+
+
+@functools.cache
+def _claim_stmt(dialect: str) -> Any:
+    pick = (
+        select(jobs.c.id)
+        .where(
+            jobs.c.state == "queued",
+            jobs.c.model == bindparam("p_model"),
+            jobs.c.run_after <= _clock(dialect),
+        )
+        .order_by(jobs.c.priority.desc(), jobs.c.id)
+        .limit(bindparam("p_limit", type_=Integer))
+        .with_for_update(skip_locked=True)
+    )
+    moved = (
+        update(jobs)
+        .where(jobs.c.id.in_(pick.scalar_subquery()))
+        .values(
+            state="running",
+            lease_owner=bindparam("p_owner"),
+            lease_expires_at=_clock_plus(dialect, "lease"),
+            attempts=jobs.c.attempts + 1,
+            started_at=_clock(dialect),
+            outputs_uri=bindparam("outputs_root", type_=String) + cast(jobs.c.id, String),
+        )
+        .returning(*(jobs.c[name] for name in CLAIMED))
+    )
+    return _with_events(dialect, moved, "queued", "running")
+
+
+@functools.cache
+def _record_moved_stmt(dialect: str, from_state: str | None, to_state: str) -> Any:
+    return insert(job_events).from_select(
+        EVENT_COLUMNS,
+        select(
+            jobs.c.id,
+            literal(from_state, String) if from_state else null(),
+            literal(to_state, String),
+            _clock(dialect),
+            bindparam("p_owner", type_=String),
+            jobs.c.attempts,
+            bindparam("p_detail", type_=String),
+        ).where(jobs.c.id.in_(bindparam("moved_ids", expanding=True))),
+    )
+
+
+def _run_moving(
+    conn: Connection,
+    stmt: Any,
+    params: dict[str, Any],
+    from_state: str | None,
+    to_state: str,
+) -> list[Any]:
+    """Run a prebuilt state-moving statement and make sure its events are written."""
+    params.setdefault("p_detail", None)
+    rows = list(conn.execute(stmt, _hot_params(conn, **params)))
+    if rows and conn.dialect.name != "postgresql":
+        conn.execute(
+            _record_moved_stmt(conn.dialect.name, from_state, to_state),
+            _hot_params(
+                conn, moved_ids=[r.id for r in rows], p_owner=params.get("p_owner"),
+                p_detail=params["p_detail"],
+            ),
+        )  # fmt: skip
+    return rows
+
+
 def claim(
     conn: Connection,
     *,
@@ -264,56 +394,61 @@ def claim(
     locks (SQLAlchemy drops the clause there); the caller's BEGIN IMMEDIATE
     serialises writers, which gives the same guarantee.
     """
-    pick = (
-        select(jobs.c.id)
-        .where(jobs.c.state == "queued", jobs.c.model == model, jobs.c.run_after <= now_expr(conn))
-        .order_by(jobs.c.priority.desc(), jobs.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    stmt = (
-        update(jobs)
-        .where(jobs.c.id.in_(pick.scalar_subquery()))
-        .values(
-            state="running",
-            lease_owner=owner,
-            lease_expires_at=after_expr(conn, lease_s),
-            attempts=jobs.c.attempts + 1,
-            started_at=now_expr(conn),
-            outputs_uri=literal(outputs_root) + cast(jobs.c.id, String),
-        )
-        .returning(*jobs.c)
-    )
-    claimed = [dict(r._mapping) for r in conn.execute(stmt)]
+    rows = _run_moving(
+        conn,
+        _claim_stmt(conn.dialect.name),
+        {"p_model": model, "p_limit": limit, "p_owner": owner, "lease": timedelta(seconds=lease_s),
+         "outputs_root": outputs_root},
+        "queued",
+        "running",
+    )  # fmt: skip
+    claimed = [dict(r._mapping) for r in rows]
     claimed.sort(key=lambda r: (-r["priority"], r["id"]))
-    _record(conn, [r["id"] for r in claimed], "queued", "running", runner=owner)
     return claimed
 
 
 # ---------------------------------------------------------------------------- finish / fail
 
 
-def _held(owner: str) -> ColumnElement[bool]:
+def _held(owner: Any) -> ColumnElement[bool]:
     return and_(jobs.c.state == "running", jobs.c.lease_owner == owner)
 
 
+@functools.cache
+def _move_held_stmt(dialect: str, to: str, extra: tuple[str, ...]) -> Any:
+    """Move the listed jobs this runner still holds to ``to`` and clear their lease."""
+    values: dict[str, Any] = {"state": to, "lease_owner": None, "lease_expires_at": None}
+    for name in extra:
+        if name == "finished_at":
+            values[name] = _clock(dialect)
+        elif name == "error":
+            values[name] = None
+        elif name == "give_back":  # release: the attempt did not happen; runnable now
+            values.update(attempts=jobs.c.attempts - 1, run_after=_clock(dialect))
+    moved = (
+        update(jobs)
+        .where(jobs.c.id.in_(bindparam("ids", expanding=True)), _held(bindparam("p_owner")))
+        .values(**values)
+        .returning(jobs.c.id, jobs.c.attempts)
+    )
+    return _with_events(dialect, moved, "running", to)
+
+
 def _move_held(
-    conn: Connection, ids: list[int], owner: str, to: str, detail: str | None, **values: Any
+    conn: Connection, ids: list[int], owner: str, to: str, detail: str | None, *extra: str
 ) -> list[int]:
     """Move the jobs of ``ids`` this runner still holds to ``to`` in one statement, clear
     their lease, and record the events; returns the ids moved."""
     if not ids:
         return []
-    moved = list(
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id.in_(ids), _held(owner))
-            .values(state=to, lease_owner=None, lease_expires_at=None, **values)
-            .returning(jobs.c.id)
-        ).scalars()
+    rows = _run_moving(
+        conn,
+        _move_held_stmt(conn.dialect.name, to, extra),
+        {"ids": ids, "p_owner": owner, "p_detail": detail},
+        "running",
+        to,
     )
-    _record(conn, moved, "running", to, runner=owner, detail=detail)
-    return moved
+    return [r.id for r in rows]
 
 
 def finish(conn: Connection, ids: list[int], *, owner: str) -> list[int]:
@@ -322,7 +457,7 @@ def finish(conn: Connection, ids: list[int], *, owner: str) -> list[int]:
     A job whose lease was lost (reaped, cancelled) is not touched, so ``succeeded``
     is reached once and only once.
     """
-    return _move_held(conn, ids, owner, "succeeded", None, finished_at=now_expr(conn), error=None)
+    return _move_held(conn, ids, owner, "succeeded", None, "finished_at", "error")
 
 
 def fail(
@@ -456,9 +591,7 @@ def reap(conn: Connection, *, max_runner_deaths: int) -> dict[int, str]:
 def release(conn: Connection, ids: list[int], *, owner: str, reason: str) -> list[int]:
     """Hand held jobs back to ``queued`` at once (a runner shutting down in a hurry).
     The attempt is not counted: the job never got to fail."""
-    return _move_held(
-        conn, ids, owner, "queued", reason, attempts=jobs.c.attempts - 1, run_after=now_expr(conn)
-    )
+    return _move_held(conn, ids, owner, "queued", reason, "give_back")
 
 
 # ---------------------------------------------------------------------------- admin

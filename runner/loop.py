@@ -80,6 +80,8 @@ class Runner:
         self.db = db
         self.registry = settings.registry
         self.id = runner_id or new_runner_id()
+        # (model, until): keep claiming this model without reading the demand until then
+        self._plan: tuple[str, float] | None = None
         self.wake = wake or threading.Event()
         self.stop = stop or threading.Event()
         self.outputs_root = str(settings.outputs_path.resolve()) + "/"
@@ -220,11 +222,19 @@ class Runner:
 
     def step(self, *, limit: int | None = None) -> int:
         """Claim and run one batch; the number of jobs it held (0: nothing to do)."""
-        with self.db.read() as conn:
-            demand = queue.demand(conn)
-        model_id = choose_model(demand, self.adapters.keys())
-        if model_id is None:
-            return 0
+        # Batch by model: while a model's batches come back full, keep claiming it and
+        # skip the demand query (a GROUP BY over the queue) until the plan expires.
+        plan = self._plan if self._plan and time.monotonic() < self._plan[1] else None
+        if plan is not None:
+            model_id = plan[0]
+        else:
+            with self.db.read() as conn:
+                demand = queue.demand(conn)
+            chosen = choose_model(demand, self.adapters.keys())
+            if chosen is None:
+                return 0
+            model_id = chosen
+            self._plan = (model_id, time.monotonic() + self.settings.runner.plan_interval_s)
         spec = self.registry.models.get(model_id)
         size = spec.max_batch if spec else 1
         if limit is not None:
@@ -238,8 +248,10 @@ class Runner:
                 lease_s=self.settings.runner.lease_s,
                 outputs_root=self.outputs_root,
             )
+        if len(jobs) < size:
+            self._plan = None  # the model ran dry: read the demand again next time
         if not jobs:
-            return 0
+            return self.step(limit=limit) if plan is not None else 0
         with self._lock:
             self._held = {j["id"] for j in jobs}
             self._lost = set()
