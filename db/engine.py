@@ -12,6 +12,7 @@ taken to mean the same.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -64,7 +66,37 @@ def create(url: str, *, pool: bool = True) -> Engine:
     kwargs: dict[str, Any] = {} if pool else {"poolclass": NullPool}
     if make_url(url).get_backend_name() == "sqlite":
         return _sqlite_engine(url, **kwargs)
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = create_engine(url, **kwargs)
+    _ping_when_idle(engine)
+    return engine
+
+
+PING_AFTER_IDLE_S = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Test a pooled connection at checkout only if it sat idle for a while.
+
+    ``pool_pre_ping`` pings at every checkout: a round trip per transaction, a tenth of
+    a no-work job's cost in bench/queue.py. A connection that idled (where a server
+    restart or an idle timeout catches it) is still tested; one used a moment ago is
+    not, and if it died since, the caller's retry on OperationalError covers it
+    (SQLAlchemy drops the pool's connections on the first disconnect error).
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _returned(dbapi_conn: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _taken(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        returned = record.info.get("returned_at")
+        if returned is None or time.monotonic() - returned < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # noqa: BLE001 - the pool replaces the connection
+            raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
 
 
 @dataclass

@@ -366,7 +366,7 @@ def _run_moving(
 ) -> list[Any]:
     """Run a prebuilt state-moving statement and make sure its events are written."""
     params.setdefault("p_detail", None)
-    rows = list(conn.execute(stmt, _hot_params(conn, **params)))
+    rows = list(conn.execute(stmt, _hot_params(conn, **params)).all())
     if rows and conn.dialect.name != "postgresql":
         conn.execute(
             _record_moved_stmt(conn.dialect.name, from_state, to_state),

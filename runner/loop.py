@@ -347,7 +347,7 @@ class Runner:
         if isinstance(res, BaseException):
             return _Outcome(job, res)
         t0 = time.perf_counter()
-        folder = Path(job["outputs_uri"])
+        folder = job["outputs_uri"]
         try:
             written = []
             stats = None
@@ -396,15 +396,16 @@ class Runner:
             self._persist("recording results", lambda c: queue.finish(c, done, owner=self.id))
         )
         self.stats.succeeded += len(finished)
+        if finished:
+            # One line per batch (a line per job is a tenth of a no-work job's cost);
+            # each job's folder at -v.
+            log.info("%s: %d job(s) succeeded: %s", model["id"], len(finished),
+                     _id_ranges(sorted(finished)))  # fmt: skip
         for o in outcomes:
             if o.error is None:
                 if o.job["id"] in finished:
-                    log.info(
-                        "job %d %s succeeded -> %s",
-                        o.job["id"],
-                        o.job["name"] or "",
-                        o.job["outputs_uri"],
-                    )
+                    log.debug("job %d %s -> %s", o.job["id"], o.job["name"] or "",
+                              o.job["outputs_uri"])  # fmt: skip
                 else:
                     log.warning(
                         "job %d finished after its lease was lost; not recorded", o.job["id"]
@@ -463,3 +464,14 @@ class Runner:
                 message,
                 retry_in,
             )
+
+
+def _id_ranges(ids: list[int]) -> str:
+    """[1, 2, 3, 7, 9, 10] -> '1-3, 7, 9-10'."""
+    spans: list[list[int]] = []
+    for i in ids:
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in spans)

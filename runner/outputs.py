@@ -8,6 +8,7 @@ same names in the same folder.
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ import orjson
 
 from storage.local import write_atomic
 
+HOST = platform.node()
 MEDIA_TYPES = {
     ".glb": "model/gltf-binary",
     ".obj": "model/obj",
@@ -41,8 +43,8 @@ class Written:
         return {"name": self.name, "bytes": self.bytes, "sha256": self.sha256, "media_type": media}
 
 
-def write_artifact(folder: Path, name: str, data: bytes) -> Written:
-    write_atomic(folder / name, data)
+def write_artifact(folder: str | Path, name: str, data: bytes) -> Written:
+    write_atomic(os.path.join(folder, name), data)
     return Written(name, len(data), hashlib.sha256(data).hexdigest())
 
 
@@ -111,13 +113,13 @@ def manifest(
         "artifacts": [a.as_dict() for a in artifacts],
         "mesh": mesh,
         "info": info or {},
-        "runner": {"id": runner, "host": platform.node()},
+        "runner": {"id": runner, "host": HOST},
         "error": error,
     }
 
 
-def write_manifest(folder: Path, doc: dict[str, Any]) -> None:
+def write_manifest(folder: str | Path, doc: dict[str, Any]) -> None:
     # orjson: the stdlib encoder falls back to pure Python whenever it indents, and that
     # was a quarter of a no-work job's cost in bench/queue.py.
     data = orjson.dumps(doc, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-    write_atomic(folder / "manifest.json", data)
+    write_atomic(os.path.join(folder, "manifest.json"), data)
