@@ -30,6 +30,8 @@ test: lint
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.inflate
 	$(BIN)/python -m bench.pickup
+	$(BIN)/python -m bench.scheduler --all
+	$(BIN)/python -m bench.queue
 
 clean-var:
 	rm -rf var
