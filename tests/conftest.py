@@ -94,3 +94,16 @@ def sqlite_settings(tmp_path: Path) -> Settings:
         inbox=str(tmp_path / "inbox"),
         outputs=str(tmp_path / "outbox"),
     )
+
+
+@pytest.fixture(autouse=True)
+def _no_runner_outlives_its_test() -> Iterator[None]:
+    """A failed assertion must not leave runners behind, retrying a dropped database."""
+    yield
+    from tests.test_leases import STARTED
+
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

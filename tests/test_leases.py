@@ -151,10 +151,12 @@ def _runner(db_url: str, *args: str) -> subprocess.Popen[str]:
             stdout=subprocess.DEVNULL, stderr=log, text=True,
         )  # fmt: skip
     LOGS[proc.pid] = Path(log_path)
+    STARTED.append(proc)
     return proc
 
 
 LOGS: dict[int, Path] = {}
+STARTED: list[subprocess.Popen[str]] = []
 
 
 def _log(proc: subprocess.Popen[str], tail: int | None = 3000) -> str:
