@@ -422,6 +422,39 @@ def models(app: App, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_app
+def gpus(app: App, as_json: bool) -> None:
+    """The GPU inventory (NVML, else the configured virtual devices) and what each live
+    runner holds."""
+    from db import costs, runners
+    from runner.gpus import inventory
+
+    devices = [d.as_dict() for d in inventory(app.settings.gpus)]
+    db = app.db()
+    with db.read() as conn:
+        live = [{"id": r["id"], "host": r["host"], "resident_models": r["resident_models"],
+                 "devices": r["devices"]} for r in runners.live(conn)]  # fmt: skip
+        measured = {m: vars(c) for m, c in costs.measured(conn).items()}
+    if as_json:
+        _emit_json({"devices": devices, "runners": live, "measured": measured})
+        return
+    if devices:
+        rows = [[str(d["id"]), d["name"], f"{d['total_mb']:,}", f"{d['used_mb']:,}",
+                 f"{d['free_mb']:,}", d["source"]] for d in devices]  # fmt: skip
+        click.echo(_table(rows, ["id", "name", "total MiB", "used MiB", "free MiB", "source"]))
+    else:
+        click.echo("no GPU: CPU only")
+    for r in live:
+        held = ", ".join(r["resident_models"] or []) or "nothing"
+        click.echo(f"runner {r['id']} on {r['host']}: holds {held}")
+    for m, c in measured.items():
+        peak = f"{c['peak_vram_mb']:,.0f} MiB peak" if c["peak_vram_mb"] else "no GPU peak"
+        load = f"load {c['load_s']:.2f} s" if c["load_s"] is not None else "never loaded"
+        click.echo(f"measured {m}: {load}, {peak} ({c['loads']} loads, {c['batches']} batches)")
+
+
+@cli.command()
 @pass_app
 def demo(app: App) -> None:
     """Run the bundled examples end to end and show where the results are."""

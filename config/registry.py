@@ -20,6 +20,10 @@ class ModelSpec(BaseModel):
     vram_mb: int = Field(0, ge=0)
     load_s: float = Field(0.0, ge=0)
     max_batch: int = Field(1, ge=1)
+    # Declared speed, until the runner has measured it: seconds for one job on its own,
+    # and how much faster a full batch runs than its jobs one by one.
+    infer_s: float = Field(10.0, ge=0)
+    batch_speedup: float = Field(1.0, ge=1)
     max_attempts: int | None = Field(None, ge=1)
     description: str = ""
     options: dict[str, Any] = Field(default_factory=dict)

@@ -52,6 +52,10 @@ class RunnerSettings(_Section):
     # While a model's batches come back full, keep claiming it without re-reading the
     # queue's demand for up to this long (bounds how late a more urgent model is seen).
     plan_interval_s: float = Field(1.0, ge=0)
+    # Aging: no job waits longer than this because its model is unpopular.
+    max_wait_s: float = Field(600.0, gt=0)
+    # Kept free on each GPU: the CUDA context (~0.6 GiB a process) and fragmentation.
+    vram_reserve_mb: int = Field(1024, ge=0)
     max_runner_deaths: int = Field(3, ge=1)
     max_attempts: int = Field(3, ge=1)
     retry_base_s: float = Field(2.0, ge=0)
@@ -71,6 +75,8 @@ class Settings(_Section):
     ingest: IngestSettings = IngestSettings()
     runner: RunnerSettings = RunnerSettings()
     limits: Limits = Limits()
+    # Virtual GPUs for a machine without an NVIDIA driver: [{id: 0, vram_mb: 24576}].
+    gpus: list[dict[str, Any]] = Field(default_factory=list)
     models: dict[str, dict[str, Any]]
     default_models: dict[str, str]
 

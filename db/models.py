@@ -12,6 +12,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -151,3 +152,22 @@ runners = Table(
     ),
 )
 Index("ix_runners_state", runners.c.state)
+
+# What a model measurably costs: one row per load and per batch, written by the runner.
+# The planner uses these (median load time, peak memory, seconds per job) over the
+# registry's declared figures once a model has been measured.
+model_loads = Table(
+    "model_loads",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("model", String(100), nullable=False),
+    Column("runner", String(100)),
+    Column("device", String(32)),
+    Column("kind", String(8), nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("batch_size", Integer),
+    Column("peak_vram_mb", Float),
+    Column("at", UTCDateTime, nullable=False),
+    CheckConstraint("kind IN ('load', 'batch')", name="kind_known"),
+)
+Index("ix_model_loads_model_kind_id", model_loads.c.model, model_loads.c.kind, model_loads.c.id)

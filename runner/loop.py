@@ -1,12 +1,14 @@
 """The runner: pick a model, claim a batch of its jobs, run it, record the results.
 
-One model per batch is the point: a model is loaded once for many jobs. Which model
-comes next is ``runner.choose.choose_model`` (the VRAM planner's seam).
+One model per batch is the point: a model is loaded once for many jobs. Which model runs
+next, on which device, and what it evicts is ``runner.planner.plan`` (through
+``runner.placement``), fed with the queue's demand and the models' measured costs.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import random
@@ -14,7 +16,7 @@ import secrets
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,10 +28,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from adapters.base import Adapter, Item, ModelUnavailable, Result, load_adapter
 from config import Settings
 from config.registry import ModelSpec
-from db import queue, runners
+from db import costs, queue, runners
 from db.engine import Database
-from runner import outputs
-from runner.choose import choose_model
+from runner import gpus, outputs, placement, planner
 from runner.preview import png_bytes, render
 from storage.errors import InputError
 from storage.uris import display_name, read_uri
@@ -81,11 +82,15 @@ class Runner:
         self.registry = settings.registry
         self.id = runner_id or new_runner_id()
         # (model, until): keep claiming this model without reading the demand until then
-        self._plan: tuple[str, float] | None = None
+        self._plan: tuple[str, float, placement.Slot] | None = None
         self.wake = wake or threading.Event()
         self.stop = stop or threading.Event()
         self.outputs_root = str(settings.outputs_path.resolve()) + "/"
-        self.adapters: dict[str, Adapter] = {}
+        self.devices = gpus.inventory(settings.gpus)
+        self.slots = placement.make_slots(self.devices, settings.runner.vram_reserve_mb)
+        self._measured: dict[str, costs.MeasuredCost] = {}
+        self._measured_at = -math.inf
+        self._warned: set[str] = set()
         self.stats = RunStats()
         # The batch in hand, and those of its jobs the last heartbeat found taken away.
         self._lock = threading.Lock()
@@ -101,7 +106,8 @@ class Runner:
         signal) hands the batch back to the queue at once.
         """
         poll = self.settings.runner.poll_interval_s
-        self._persist("registering", lambda conn: runners.register(conn, self.id))
+        devices = [d.as_dict() for d in self.devices]
+        self._persist("registering", lambda conn: runners.register(conn, self.id, devices=devices))
         scheduler = self._start_maintenance()
         outage = 0.2  # back-off while the database is unreachable
         try:
@@ -225,18 +231,19 @@ class Runner:
         # Batch by model: while a model's batches come back full, keep claiming it and
         # skip the demand query (a GROUP BY over the queue) until the plan expires.
         plan = self._plan if self._plan and time.monotonic() < self._plan[1] else None
+        decision: planner.Decision | None = None
         if plan is not None:
-            model_id = plan[0]
+            slot, model_id = plan[2], plan[0]
         else:
-            with self.db.read() as conn:
-                demand = queue.demand(conn)
-            chosen = choose_model(demand, self.adapters.keys())
+            chosen = self._choose()
             if chosen is None:
                 return 0
-            model_id = chosen
-            self._plan = (model_id, time.monotonic() + self.settings.runner.plan_interval_s)
+            slot, decision = chosen
+            model_id = decision.model
+            until = time.monotonic() + self.settings.runner.plan_interval_s
+            self._plan = (model_id, until, slot)
         spec = self.registry.models.get(model_id)
-        size = spec.max_batch if spec else 1
+        size = spec.max_batch if spec else 32
         if limit is not None:
             size = min(size, limit)
         with self.db.write() as conn:
@@ -262,36 +269,128 @@ class Runner:
             gone = InputError(f"model {model_id!r} is not in the registry any more")
             self._record([_Outcome(j, gone) for j in jobs], model={"id": model_id}, timings={})
         else:
-            self._run_batch(spec, jobs)
+            self._run_batch(spec, jobs, slot, decision.evict if decision else ())
         with self._lock:
             self._held = set()
         return len(jobs)
 
     # ------------------------------------------------------------------ one batch
 
-    def _adapter(self, spec: ModelSpec) -> tuple[Adapter, float]:
-        if spec.id in self.adapters:
-            return self.adapters[spec.id], 0.0
+    @property
+    def adapters(self) -> dict[str, Adapter]:
+        """Every loaded model, on any device."""
+        return {m: loaded.adapter for slot in self.slots for m, loaded in slot.residents.items()}
+
+    def _choose(self) -> tuple[placement.Slot, planner.Decision] | None:
+        """Read the queue's demand (and, every half minute, the measured costs) and ask
+        the planner for the next batch; a model not in the registry is answered at once
+        (its jobs fail), so it cannot block the queue."""
+        rs = self.settings.runner
+        with self.db.read() as conn:
+            demand = queue.demand(conn)
+            clock = queue.now(conn)
+            others = [r for r in runners.live(conn) if r["id"] != self.id]
+            if time.monotonic() - self._measured_at > MEASURED_TTL_S:
+                self._measured = costs.measured(conn)
+                self._measured_at = time.monotonic()
+        specs = self.registry.models
+        for d in demand:
+            if d.model not in specs and d.ready:
+                cpu = self.slots[0]
+                return cpu, planner.Decision(cpu.id, d.model, d.ready, load=False, reason="unknown")
+        model_costs = {
+            m: placement.cost_of(spec, self._measured.get(m)) for m, spec in specs.items()
+        }
+        for model_id, why in placement.unplaceable(self.slots, specs, model_costs).items():
+            if model_id not in self._warned and any(d.model == model_id for d in demand):
+                self._warned.add(model_id)
+                log.warning("not running %s here: %s (another runner may)", model_id, why)
+        held = {m for r in others for m in r["resident_models"] or []}
+        return placement.choose(
+            self.slots, placement.demand_for_planner(demand, clock), specs, model_costs,
+            max_wait_s=rs.max_wait_s, held_elsewhere=held,
+        )  # fmt: skip
+
+    def _evict(self, slot: placement.Slot, names: Iterable[str]) -> None:
+        freed = 0.0
+        for name in names:
+            loaded = slot.residents.pop(name, None)
+            if loaded is None:
+                continue
+            freed += loaded.vram_mb
+            try:
+                loaded.adapter.unload()
+            except Exception:  # noqa: BLE001 - it is gone from our books either way
+                log.warning("unloading %s from %s failed", name, slot.device, exc_info=True)
+            log.info("unloaded %s from %s", name, slot.device)
+        if freed and slot.is_gpu:
+            # The driver reports freed memory with a delay; loading at once can OOM.
+            gpus.wait_for_free(slot.id, freed)
+
+    def _adapter(self, spec: ModelSpec, slot: placement.Slot) -> tuple[Adapter, float]:
+        loaded = slot.residents.get(spec.id)
+        if loaded is not None:
+            loaded.last_used = time.monotonic()
+            return loaded.adapter, 0.0
+        try:
+            adapter, load_s = self._load(spec, slot)
+        except Exception as exc:  # noqa: BLE001 - one retry on an emptied device
+            if not (slot.is_gpu and _is_oom(exc) and slot.residents):
+                raise
+            log.warning("out of memory loading %s on %s; unloading everything there and "
+                        "retrying once", spec.id, slot.device)  # fmt: skip
+            self._evict(slot, list(slot.residents))
+            try:
+                adapter, load_s = self._load(spec, slot)
+            except Exception as again:
+                if _is_oom(again):
+                    raise ModelUnavailable(
+                        f"{spec.id} does not fit on {slot.device} even with nothing else "
+                        f"loaded: {again}"
+                    ) from again
+                raise
+        return adapter, load_s
+
+    def _load(self, spec: ModelSpec, slot: placement.Slot) -> tuple[Adapter, float]:
         adapter = load_adapter(spec.adapter, spec.id, spec.options)
+        gpus.reset_peak(slot.device)
         t0 = time.perf_counter()
-        adapter.load("cpu" if spec.device == "cpu" else "cuda:0")
+        adapter.load(slot.device)
         load_s = time.perf_counter() - t0
-        self.adapters[spec.id] = adapter
+        peak = gpus.peak_reserved_mb(slot.device)
+        vram = peak * placement.HEADROOM if peak is not None else float(spec.vram_mb)
+        slot.residents[spec.id] = placement.Loaded(
+            adapter, vram if slot.is_gpu else 0.0, time.monotonic()
+        )
         self.stats.loads += 1
         log.info("loaded %s on %s in %.2f s", spec.id, adapter.device, load_s)
+        self._persist(
+            "recording a load",
+            lambda conn: costs.record(conn, model=spec.id, runner=self.id, device=slot.device,
+                                      kind="load", seconds=load_s, peak_vram_mb=peak),
+        )  # fmt: skip
         return adapter, load_s
 
     def unload_all(self) -> None:
-        for model_id, adapter in list(self.adapters.items()):
-            try:
-                adapter.unload()
-            finally:
-                del self.adapters[model_id]
+        for slot in self.slots:
+            for model_id, loaded in list(slot.residents.items()):
+                try:
+                    loaded.adapter.unload()
+                finally:
+                    del slot.residents[model_id]
 
-    def _run_batch(self, spec: ModelSpec, jobs: list[dict[str, Any]]) -> None:
+    def _run_batch(
+        self,
+        spec: ModelSpec,
+        jobs: list[dict[str, Any]],
+        slot: placement.Slot,
+        evict: Iterable[str] = (),
+    ) -> None:
         model_info: dict[str, Any] = {"id": spec.id, "adapter": spec.adapter}
+        slot.last_run = time.monotonic()
         try:
-            adapter, load_s = self._adapter(spec)
+            self._evict(slot, [m for m in evict if m != spec.id])
+            adapter, load_s = self._adapter(spec, slot)
         except Exception as exc:  # noqa: BLE001 - recorded per job
             self._record([_Outcome(j, exc) for j in jobs], model=model_info, timings={})
             return
@@ -305,19 +404,55 @@ class Runner:
                 outcomes.append(_Outcome(job, exc))
         infer_s = 0.0
         if ready:
+            items = [it for _, it in ready]
+            gpus.reset_peak(slot.device)
             t0 = time.perf_counter()
-            try:
-                results: list[Result | BaseException] = adapter.run_batch([it for _, it in ready])
-                if len(results) != len(ready):
-                    raise RuntimeError(
-                        f"{spec.id} returned {len(results)} results for {len(ready)} jobs"
-                    )
-            except Exception as exc:  # noqa: BLE001 - the whole batch is lost, not the runner
-                results = [exc] * len(ready)
-            infer_s = (time.perf_counter() - t0) / len(ready)
+            results = self._infer(adapter, spec, slot, items)
+            batch_s = time.perf_counter() - t0
+            infer_s = batch_s / len(ready)
+            if not any(isinstance(r, BaseException) for r in results):
+                peak = gpus.peak_reserved_mb(slot.device)
+                if peak is not None and spec.id in slot.residents:
+                    resident = slot.residents[spec.id]
+                    resident.vram_mb = max(resident.vram_mb, peak * placement.HEADROOM)
+                self._persist(
+                    "recording a batch",
+                    lambda conn: costs.record(conn, model=spec.id, runner=self.id,
+                                              device=slot.device, kind="batch", seconds=batch_s,
+                                              batch_size=len(items), peak_vram_mb=peak),
+                )  # fmt: skip
             for (job, _), res in zip(ready, results, strict=True):
                 outcomes.append(self._write(job, res, model_info, load_s, infer_s))
         self._record(outcomes, model=model_info, timings={"load_s": load_s, "inference_s": infer_s})
+
+    def _infer(
+        self, adapter: Adapter, spec: ModelSpec, slot: placement.Slot, items: list[Item]
+    ) -> list[Result | BaseException]:
+        """Run the batch; out of GPU memory, unload the device's other models and try once
+        more, then fail the batch's jobs with the reason (not retried: it would OOM again)."""
+        for attempt in (1, 2):
+            try:
+                results: list[Result | BaseException] = adapter.run_batch(items)
+                if len(results) != len(items):
+                    raise RuntimeError(
+                        f"{spec.id} returned {len(results)} results for {len(items)} jobs"
+                    )
+                return results
+            except Exception as exc:  # noqa: BLE001 - the whole batch is lost, not the runner
+                others = [m for m in slot.residents if m != spec.id]
+                if slot.is_gpu and _is_oom(exc) and attempt == 1 and others:
+                    log.warning("out of memory running %s on %s; unloading %s and retrying once",
+                                spec.id, slot.device, ", ".join(others))  # fmt: skip
+                    self._evict(slot, others)
+                    continue
+                if slot.is_gpu and _is_oom(exc):
+                    gone = ModelUnavailable(
+                        f"out of GPU memory running a batch of {len(items)} on {slot.device} "
+                        f"with nothing else loaded: {exc}"
+                    )
+                    return [gone] * len(items)
+                return [exc] * len(items)
+        raise AssertionError("unreachable")
 
     def _item(self, job: dict[str, Any]) -> Item:
         inputs = job["inputs"]
@@ -475,3 +610,11 @@ def _id_ranges(ids: list[int]) -> str:
         else:
             spans.append([i, i])
     return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in spans)
+
+
+MEASURED_TTL_S = 30.0  # how long a runner trusts its copy of the measured costs
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """A CUDA out-of-memory error (torch.cuda.OutOfMemoryError, or its message)."""
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()

@@ -63,7 +63,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url = request.getfixturevalue("pg_url")
     db = Database(create(url, pool=False))
     with db.write() as conn:
-        conn.execute(text("TRUNCATE job_events, jobs, runners RESTART IDENTITY CASCADE"))
+        conn.execute(
+            text("TRUNCATE job_events, jobs, runners, model_loads RESTART IDENTITY CASCADE")
+        )
     db.dispose()
     yield url
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from adapters.base import Adapter, Item, ModelUnavailable, Result
 
 
@@ -19,3 +21,30 @@ class MissingWeights(Adapter):
 
     def load(self, device: str) -> None:
         raise ModelUnavailable("weights not found: put them in /models/x (pip install x)")
+
+
+class OutOfMemoryError(RuntimeError):
+    """Named like torch.cuda.OutOfMemoryError, which the runner recognises by name."""
+
+
+class NeedsTheWholeGpu(Adapter):
+    """Runs out of GPU memory while any other model shares its device (as a model that
+    needs nearly all of a GPU would); alone it succeeds. The test tells it what else is
+    loaded through ``others``."""
+
+    tasks = ("mesh",)
+    accepts = ("image", "prompt", "mesh")
+    others: Callable[[], list[str]] = staticmethod(lambda: [])
+
+    def run_batch(self, items: list[Item]) -> list[Result | BaseException]:
+        if NeedsTheWholeGpu.others():
+            raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [Result(info={"alone": True}) for _ in items]
+
+
+class AlwaysOutOfMemory(Adapter):
+    tasks = ("mesh",)
+    accepts = ("image", "prompt", "mesh")
+
+    def run_batch(self, items: list[Item]) -> list[Result | BaseException]:
+        raise OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")

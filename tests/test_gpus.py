@@ -1,0 +1,147 @@
+"""The runner on (virtual) GPUs: inventory, planner-driven loads and evictions, measured
+costs, out-of-memory handling, and ``manage.py gpus``. This machine has no NVIDIA driver,
+so the devices are the configured virtual ones: the planning is real, the memory is not."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config import Settings, load_settings
+from db import costs, queue
+from db.engine import Database
+from runner import gpus
+from runner.loop import Runner
+from tests import failing_adapters
+from tests.test_leases import ROOT
+
+GPU = [{"id": 0, "vram_mb": 24_000}]
+NOOP = "adapters.builtin_noop:NoopAdapter"
+
+
+def _settings(tmp_path: Path, db_url: str, models: dict, **over: object) -> Settings:
+    return load_settings(
+        env={}, database_url=db_url, inbox=str(tmp_path / "inbox"),
+        outputs=str(tmp_path / "out"), gpus=GPU, models=models,
+        default_models={}, **over,
+    )  # fmt: skip
+
+
+def _gpu_model(vram_mb: int, adapter: str = NOOP, batch: int = 4) -> dict:
+    return {"adapter": adapter, "tasks": ["mesh"], "device": "cuda", "vram_mb": vram_mb,
+            "load_s": 20.0, "infer_s": 5.0, "max_batch": batch}  # fmt: skip
+
+
+def _enqueue(db: Database, model: str, n: int, tag: str) -> list[int]:
+    jobs = [
+        queue.NewJob(task="mesh", model=model, source_uri=f"test://{tag}", source_sha256="0" * 64,
+                     source_entry=i, inputs={"prompt": "x"}, params={})
+        for i in range(n)
+    ]  # fmt: skip
+    with db.write() as conn:
+        return [e.id for e in queue.enqueue_file(conn, jobs, "/tmp/unused/")]
+
+
+def test_inventory_without_a_driver_is_the_configured_devices() -> None:
+    assert gpus.inventory() == []
+    (dev,) = gpus.inventory([{"id": 0, "vram_mb": 24_576, "name": "test"}])
+    assert (dev.id, dev.name, dev.total_mb, dev.free_mb, dev.source) == (
+        0,
+        "test",
+        24_576,
+        24_576,
+        "config",
+    )
+    assert gpus.wait_for_free(0, 10**9, timeout_s=0.1)  # nothing to wait for without NVML
+    assert gpus.peak_reserved_mb("cuda:0") is None  # no CUDA torch here
+
+
+def test_batches_by_model_and_evicts_to_fit(tmp_path: Path, db: Database, db_url: str) -> None:
+    models = {"a": _gpu_model(16_000), "b": _gpu_model(16_000), "c": _gpu_model(6_000)}
+    settings = _settings(tmp_path, db_url, models)
+    ids = _enqueue(db, "a", 9, "a") + _enqueue(db, "b", 9, "b") + _enqueue(db, "c", 5, "c")
+    runner = Runner(settings, db)
+    stats = runner.run(until_idle=True)
+    with db.read() as conn:
+        assert queue.count_by_state(conn) == {"succeeded": len(ids)}
+        measured = costs.measured(conn)
+    # Each model loaded once (a and b never fit together: 16 + 16 > 24 - 1 reserve).
+    assert stats.loads == 3 and stats.batches == 3 + 3 + 2
+    assert {m: (c.loads, c.batches) for m, c in measured.items()} == {
+        "a": (1, 3), "b": (1, 3), "c": (1, 2),
+    }  # fmt: skip
+    assert all(c.load_s is not None and c.load_s >= 0 for c in measured.values())
+    assert all(c.peak_vram_mb is None for c in measured.values())  # no CUDA: nothing measured
+    gpu = runner.slots[1]
+    assert gpu.capacity_mb == 24_000 - settings.runner.vram_reserve_mb
+    assert sum(r.vram_mb for r in gpu.residents.values()) <= gpu.capacity_mb
+    assert not runner.adapters  # unloaded at exit
+
+
+def test_a_model_too_big_for_every_gpu_waits_and_says_why(
+    tmp_path: Path, db: Database, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _settings(tmp_path, db_url, {"huge": _gpu_model(80_000), "small": _gpu_model(2_000)})
+    _enqueue(db, "huge", 1, "huge")
+    _enqueue(db, "small", 2, "small")
+    runner = Runner(settings, db)
+    assert runner.step() == 2 and runner.step() == 0
+    with db.read() as conn:  # left queued: a runner with a bigger GPU may take it
+        assert queue.count_by_state(conn) == {"queued": 1, "succeeded": 2}
+    assert "not running huge here: needs 80,000 MiB" in caplog.text
+
+
+def test_out_of_memory_unloads_the_others_and_retries_once(
+    tmp_path: Path, db: Database, db_url: str
+) -> None:
+    whole = "tests.failing_adapters:NeedsTheWholeGpu"
+    models = {"small": _gpu_model(2_000), "big": _gpu_model(8_000, whole)}
+    runner = Runner(_settings(tmp_path, db_url, models), db)
+    gpu = runner.slots[1]
+    failing_adapters.NeedsTheWholeGpu.others = lambda: [m for m in gpu.residents if m != "big"]
+    try:
+        _enqueue(db, "small", 1, "s")
+        assert runner.step() == 1 and set(gpu.residents) == {"small"}
+        ids = _enqueue(db, "big", 2, "b")
+        assert runner.step() == 2
+    finally:
+        failing_adapters.NeedsTheWholeGpu.others = lambda: []
+    assert set(gpu.residents) == {"big"}  # small was unloaded to make room
+    with db.read() as conn:
+        jobs = [queue.get_job(conn, i) for i in ids]
+    assert [(j["state"], j["attempts"]) for j in jobs if j] == [("succeeded", 1)] * 2
+
+
+def test_out_of_memory_alone_fails_the_jobs_with_the_reason(
+    tmp_path: Path, db: Database, db_url: str
+) -> None:
+    models = {"oom": _gpu_model(4_000, "tests.failing_adapters:AlwaysOutOfMemory")}
+    runner = Runner(_settings(tmp_path, db_url, models), db)
+    (jid,) = _enqueue(db, "oom", 1, "o")
+    runner.run(until_idle=True)
+    with db.read() as conn:
+        job = queue.get_job(conn, jid)
+    assert job is not None and (job["state"], job["attempts"]) == ("failed", 1)  # not retried
+    assert (
+        "out of GPU memory running a batch of 1 on cuda:0 with nothing else loaded" in job["error"]
+    )
+
+
+def test_manage_py_gpus_shows_the_devices(tmp_path: Path) -> None:
+    config = tmp_path / "gpus.yaml"
+    config.write_text("gpus: [{id: 0, vram_mb: 24576}, {id: 1, vram_mb: 49152, name: big}]\n")
+    env = {"GEN3D_CONFIG": str(config), "GEN3D_DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}",
+           "PATH": "/usr/bin:/bin"}  # fmt: skip
+    out = subprocess.run([sys.executable, str(ROOT / "manage.py"), "gpus", "--json"], env=env,
+                         cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
+    doc = json.loads(out.stdout)
+    assert [(d["id"], d["total_mb"], d["source"]) for d in doc["devices"]] == [
+        (0, 24576, "config"), (1, 49152, "config"),
+    ]  # fmt: skip
+    table = subprocess.run([sys.executable, str(ROOT / "manage.py"), "gpus"], env=env, cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "virtual-0" in table and "big" in table and "49,152" in table
