@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from config import Settings, load_settings
-from db import costs, queue
+from db import costs, queue, runners
 from db.engine import Database
 from runner import gpus
 from runner.loop import Runner
@@ -145,3 +145,21 @@ def test_manage_py_gpus_shows_the_devices(tmp_path: Path) -> None:
     table = subprocess.run([sys.executable, str(ROOT / "manage.py"), "gpus"], env=env, cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "virtual-0" in table and "big" in table and "49,152" in table
+
+
+def test_a_runner_leaves_a_short_queue_to_the_runner_holding_the_model(
+    tmp_path: Path, db: Database, db_url: str
+) -> None:
+    settings = _settings(tmp_path, db_url, {"m": _gpu_model(8_000, batch=4)})
+    holder, other = Runner(settings, db), Runner(settings, db)
+    for r in (holder, other):
+        with db.write() as conn:
+            runners.register(conn, r.id)
+    _enqueue(db, "m", 1, "first")
+    assert holder.step() == 1
+    holder.heartbeat()  # publishes its residents: m
+    _enqueue(db, "m", 3, "short")
+    assert other.step() == 0  # the holder can drain three jobs: no second load
+    _enqueue(db, "m", 6, "deep")  # 9 queued: over two full batches, worth a second copy
+    assert other.step() == 4
+    assert "m" in other.adapters
