@@ -91,6 +91,7 @@ class Runner:
         self._measured: dict[str, costs.MeasuredCost] = {}
         self._measured_at = -math.inf
         self._warned: set[str] = set()
+        self._measured_batch: dict[str, float] = {}  # model -> when its last batch row was
         self.stats = RunStats()
         # The batch in hand, and those of its jobs the last heartbeat found taken away.
         self._lock = threading.Lock()
@@ -403,6 +404,7 @@ class Runner:
             except InputError as exc:
                 outcomes.append(_Outcome(job, exc))
         infer_s = 0.0
+        measurement: dict[str, Any] | None = None
         if ready:
             items = [it for _, it in ready]
             gpus.reset_peak(slot.device)
@@ -411,19 +413,31 @@ class Runner:
             batch_s = time.perf_counter() - t0
             infer_s = batch_s / len(ready)
             if not any(isinstance(r, BaseException) for r in results):
-                peak = gpus.peak_reserved_mb(slot.device)
-                if peak is not None and spec.id in slot.residents:
-                    resident = slot.residents[spec.id]
-                    resident.vram_mb = max(resident.vram_mb, peak * placement.HEADROOM)
-                self._persist(
-                    "recording a batch",
-                    lambda conn: costs.record(conn, model=spec.id, runner=self.id,
-                                              device=slot.device, kind="batch", seconds=batch_s,
-                                              batch_size=len(items), peak_vram_mb=peak),
-                )  # fmt: skip
+                measurement = self._measure(spec, slot, batch_s, len(items))
             for (job, _), res in zip(ready, results, strict=True):
                 outcomes.append(self._write(job, res, model_info, load_s, infer_s))
-        self._record(outcomes, model=model_info, timings={"load_s": load_s, "inference_s": infer_s})
+        self._record(
+            outcomes,
+            model=model_info,
+            timings={"load_s": load_s, "inference_s": infer_s},
+            measurement=measurement,
+        )
+
+    def _measure(
+        self, spec: ModelSpec, slot: placement.Slot, seconds: float, size: int
+    ) -> dict[str, Any] | None:
+        """A batch's cost row for model_loads (written with the batch's results), at most
+        one per model every MEASURE_EVERY_S: a fast model would add a row per batch."""
+        peak = gpus.peak_reserved_mb(slot.device)
+        if peak is not None and spec.id in slot.residents:
+            resident = slot.residents[spec.id]
+            resident.vram_mb = max(resident.vram_mb, peak * placement.HEADROOM)
+        now = time.monotonic()
+        if now - self._measured_batch.get(spec.id, -math.inf) < MEASURE_EVERY_S:
+            return None
+        self._measured_batch[spec.id] = now
+        return {"model": spec.id, "runner": self.id, "device": slot.device, "kind": "batch",
+                "seconds": seconds, "batch_size": size, "peak_vram_mb": peak}  # fmt: skip
 
     def _infer(
         self, adapter: Adapter, spec: ModelSpec, slot: placement.Slot, items: list[Item]
@@ -523,13 +537,22 @@ class Runner:
     # ------------------------------------------------------------------ results
 
     def _record(
-        self, outcomes: list[_Outcome], *, model: dict[str, Any], timings: dict[str, float]
+        self,
+        outcomes: list[_Outcome],
+        *,
+        model: dict[str, Any],
+        timings: dict[str, float],
+        measurement: dict[str, Any] | None = None,
     ) -> None:
         outcomes = [o for o in outcomes if not o.abandoned]
         done = [o.job["id"] for o in outcomes if o.error is None]
-        finished = set(
-            self._persist("recording results", lambda c: queue.finish(c, done, owner=self.id))
-        )
+
+        def write(conn: Connection) -> list[int]:
+            if measurement is not None:  # same transaction: no extra commit per batch
+                costs.record(conn, **measurement)
+            return queue.finish(conn, done, owner=self.id)
+
+        finished = set(self._persist("recording results", write))
         self.stats.succeeded += len(finished)
         if finished:
             # One line per batch (a line per job is a tenth of a no-work job's cost);
@@ -613,6 +636,7 @@ def _id_ranges(ids: list[int]) -> str:
 
 
 MEASURED_TTL_S = 30.0  # how long a runner trusts its copy of the measured costs
+MEASURE_EVERY_S = 5.0  # at most one batch-cost row per model this often
 
 
 def _is_oom(exc: BaseException) -> bool:
