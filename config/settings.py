@@ -42,6 +42,12 @@ class IngestSettings(_Section):
     missing_input_grace_s: float = Field(5.0, ge=0)
     settle_s: float = Field(1.0, ge=0)
     max_job_file_bytes: int = Field(16 * 2**20, gt=0)
+    # s3:// inputs outside the bucket inbox must start with one of these prefixes.
+    s3_allow: list[str] = Field(default_factory=list)
+    # Bucket inbox: SQS long-poll wait, and how often to list the prefix as well (the
+    # fallback without a queue, the reconciliation beside one).
+    sqs_wait_s: int = Field(20, ge=0, le=20)
+    list_interval_s: float = Field(60.0, gt=0)
 
 
 class RunnerSettings(_Section):
@@ -91,6 +97,13 @@ class Settings(_Section):
     @property
     def outputs_path(self) -> Path:
         return Path(self.outputs)
+
+    @property
+    def outputs_root(self) -> str:
+        """Where job folders go, ending in '/': an absolute path or an s3:// prefix."""
+        if self.outputs.startswith("s3://"):
+            return self.outputs.rstrip("/") + "/"
+        return str(self.outputs_path.resolve()) + "/"
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ already there.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,8 +27,9 @@ from config import Settings
 from db import queue
 from db.engine import Database
 from ingest.jobfile import Entry, JobSpec, parse
+from storage import objects
 from storage.errors import InputError
-from storage.local import confined, read_limited, write_atomic
+from storage.local import confined, read_limited
 from storage.pictures import probe
 from storage.uris import decode_data_uri
 
@@ -51,7 +53,7 @@ class MissingInput(InputError):
 
 @dataclass
 class IngestResult:
-    path: Path
+    path: Path | str  # a local path, or the s3:// URI of a bucket object
     status: str  # "enqueued", "deferred" (an input has not arrived yet), "ignored"
     jobs: list[queue.Enqueued] = field(default_factory=list)
     errors: dict[int, str] = field(default_factory=dict)  # job id -> reason, rejected ones
@@ -67,9 +69,11 @@ class Ingester:
         self.settings = settings
         self.db = db
         self.registry = settings.registry
-        outputs = settings.outputs_path.resolve()
-        self.outputs = outputs
-        self.outputs_root = str(outputs) + "/"
+        self.outputs_root = settings.outputs_root
+        # A bucket inbox: relative references resolve inside this prefix.
+        self.inbox_prefix = (
+            settings.inbox.rstrip("/") + "/" if objects.is_s3(settings.inbox) else None
+        )
 
     # ------------------------------------------------------------------ one file
 
@@ -96,7 +100,7 @@ class Ingester:
         new: list[queue.NewJob] = []
         for entry in entries:
             try:
-                new.append(self._job(entry, path, uri, sha))
+                new.append(self._job(entry, path.parent, uri, sha))
             except MissingInput as exc:
                 age = time.time() - path.stat().st_mtime
                 if grace and age < self.settings.ingest.missing_input_grace_s:
@@ -106,6 +110,36 @@ class Ingester:
             except InputError as exc:
                 new.append(self._rejected(entry, uri, sha, str(exc)))
         return self._commit(path, new, move=move)
+
+    def ingest_object(self, info: objects.ObjectInfo, *, grace: bool = True) -> IngestResult:
+        """Turn one job object of a bucket inbox into rows; the object stays where it is.
+
+        Its identity is (URI, ETag): a redelivered or duplicated event, or a listing
+        that sees it again, finds the rows already there.
+        """
+        uri, etag = info.uri, info.etag
+        try:
+            data = objects.read(uri, self.settings.ingest.max_job_file_bytes, what="job file")
+        except InputError as exc:
+            if objects.head(uri) is None:  # deleted before we got to it
+                return IngestResult(uri, "ignored")
+            return self._commit(uri, [self._rejected(Entry(-1, None), uri, etag, str(exc))],
+                                move=False)  # fmt: skip
+        entries = parse(data, jsonl=uri.lower().endswith(".jsonl"))
+        base = uri.rsplit("/", 1)[0] + "/"
+        new: list[queue.NewJob] = []
+        for entry in entries:
+            try:
+                new.append(self._job(entry, base, uri, etag))
+            except MissingInput as exc:
+                age = _age_s(info.modified)
+                if grace and age < self.settings.ingest.missing_input_grace_s:
+                    log.info("%s: %s; waiting for it to arrive", uri, exc)
+                    return IngestResult(uri, "deferred")
+                new.append(self._rejected(entry, uri, etag, str(exc)))
+            except InputError as exc:
+                new.append(self._rejected(entry, uri, etag, str(exc)))
+        return self._commit(uri, new, move=False)
 
     def _rejected(self, entry: Entry, uri: str, sha: str, reason: str) -> queue.NewJob:
         raw = entry.raw if isinstance(entry.raw, dict) else {}
@@ -124,7 +158,8 @@ class Ingester:
             error=where + reason,
         )
 
-    def _job(self, entry: Entry, path: Path, uri: str, sha: str) -> queue.NewJob:
+    def _job(self, entry: Entry, base: Path | str, uri: str, sha: str) -> queue.NewJob:
+        """``base``: the job file's folder (local) or its bucket "folder" URI."""
         if entry.spec is None:
             raise InputError(entry.error or "invalid job")
         spec = entry.spec
@@ -159,7 +194,7 @@ class Ingester:
             params=params,
             seed=spec.seed,
             output_format=spec.output_format,
-            inputs=self._inputs(spec, path.parent),
+            inputs=self._inputs(spec, base),
             spec=entry.raw,
             source_uri=uri,
             source_sha256=sha,
@@ -169,7 +204,7 @@ class Ingester:
             or self.settings.runner.max_attempts,
         )
 
-    def _inputs(self, spec: JobSpec, base: Path) -> dict[str, Any]:
+    def _inputs(self, spec: JobSpec, base: Path | str) -> dict[str, Any]:
         images, hashes = [], []
         for n, ref in enumerate(spec.picture_refs):
             what = "image" if spec.image else f"images[{n}]"
@@ -183,42 +218,65 @@ class Ingester:
         if spec.prompt:
             inputs["prompt"] = spec.prompt
         if spec.mesh:
-            inputs["mesh"] = self._local_ref(spec.mesh, base, "mesh").as_uri()
+            inputs["mesh"] = self._ref(spec.mesh, base, "mesh")
         return inputs
 
-    def _read_picture(self, ref: str, base: Path, what: str) -> tuple[bytes, str]:
+    def _read_picture(self, ref: str, base: Path | str, what: str) -> tuple[bytes, str]:
         limits = self.settings.limits
         if ref.startswith("data:"):
             data = decode_data_uri(ref, limits.max_picture_bytes, what)
             resolved = ref
         else:
-            target = self._local_ref(ref, base, what)
-            data = read_limited(target, limits.max_picture_bytes, what=what)
-            resolved = target.as_uri()
+            resolved = self._ref(ref, base, what)
+            if objects.is_s3(resolved):
+                data = objects.read(resolved, limits.max_picture_bytes, what=what)
+            else:
+                data = read_limited(Path(resolved[len("file://") :]), limits.max_picture_bytes,
+                                    what=what)  # fmt: skip
         probe(data, max_pixels=limits.max_picture_pixels, name=f"{what} {_short(ref)!r}")
         return data, resolved
 
-    def _local_ref(self, ref: str, base: Path, what: str) -> Path:
-        if "://" in ref:
-            scheme = ref.split("://", 1)[0]
+    def _ref(self, ref: str, base: Path | str, what: str) -> str:
+        """An input reference as a URI: relative ones resolved against the job file's
+        folder and confined to it (a bucket inbox: to its prefix); ``s3://`` ones must
+        be inside the bucket inbox or under a prefix of ``ingest.s3_allow``."""
+        if ref.startswith("s3://"):
+            allowed = [self.inbox_prefix] if self.inbox_prefix else []
+            allowed += self.settings.ingest.s3_allow
+            if not any(ref.startswith(p.rstrip("/") + "/") for p in allowed if p):
+                where = (
+                    "the bucket inbox or ingest.s3_allow"
+                    if self.inbox_prefix
+                    else "ingest.s3_allow"
+                )
+                raise InputError(f"{what} {ref!r}: s3:// inputs outside {where} are not allowed")
+            target = ref
+        elif "://" in ref:
             raise InputError(
-                f"{what} {ref!r}: {scheme}:// inputs are not enabled for a local inbox"
+                f"{what} {ref!r}: {ref.split('://', 1)[0]}:// inputs are not supported"
             )
-        target = confined(base, ref, what=what)
-        if not target.exists():
+        elif isinstance(base, str):
+            assert self.inbox_prefix is not None
+            target = objects.confined_key(self.inbox_prefix, base, ref, what=what)
+        else:
+            path = confined(base, ref, what=what)
+            if not path.exists():
+                raise MissingInput(f"{what} not found: {ref!r} (looked for {path})")
+            if path.is_dir():
+                raise InputError(f"{what} {ref!r} is a directory, not a file")
+            return path.as_uri()
+        if objects.head(target) is None:
             raise MissingInput(f"{what} not found: {ref!r} (looked for {target})")
-        if target.is_dir():
-            raise InputError(f"{what} {ref!r} is a directory, not a file")
         return target
 
     # ------------------------------------------------------------------ commit + file away
 
-    def _commit(self, path: Path, new: list[queue.NewJob], *, move: bool) -> IngestResult:
+    def _commit(self, path: Path | str, new: list[queue.NewJob], *, move: bool) -> IngestResult:
         with self.db.write() as conn:
             enqueued = queue.enqueue_file(conn, new, self.outputs_root)
         result = IngestResult(path, "enqueued", jobs=enqueued)
-        kept_at = path
-        if move:
+        kept_at: Path | str = path
+        if move and isinstance(path, Path):
             kept_at = _move_aside(
                 path,
                 self.settings.inbox_path.absolute(),
@@ -234,14 +292,14 @@ class Ingester:
                 "%s job %d from %s%s",
                 "new" if e.created else "known",
                 e.id,
-                path.name,
+                path.name if isinstance(path, Path) else path,
                 f" ({e.state}: {result.errors[e.id]})" if e.id in result.errors else "",
             )
         return result
 
-    def _error_manifest(self, e: queue.Enqueued, job: queue.NewJob, kept_at: Path) -> None:
-        target = self.outputs / "rejected" / str(e.id) / "manifest.json"
-        if target.exists():
+    def _error_manifest(self, e: queue.Enqueued, job: queue.NewJob, kept_at: Path | str) -> None:
+        target = objects.join(self.outputs_root, "rejected", str(e.id), "manifest.json")
+        if objects.head(target) is not None:
             return
         manifest = {
             "manifest_version": 1,
@@ -253,14 +311,15 @@ class Ingester:
                 "uri": job.source_uri,
                 "entry": job.source_entry if job.source_entry >= 0 else None,
                 "sha256": job.source_sha256,
-                "kept_at": kept_at.as_uri(),
+                "kept_at": kept_at.as_uri() if isinstance(kept_at, Path) else kept_at,
             },
             "spec": job.spec,
             "error": job.error,
             "rejected_at": datetime.now(UTC).isoformat(),
             "artifacts": [],
         }
-        write_atomic(target, (json.dumps(manifest, indent=2) + "\n").encode())
+        with contextlib.suppress(objects.Conflict):  # another ingester wrote it meanwhile
+            objects.write(target, (json.dumps(manifest, indent=2) + "\n").encode(), if_absent=True)
 
     # ------------------------------------------------------------------ a whole inbox
 
@@ -330,3 +389,7 @@ def _json_safe(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def _age_s(modified: datetime | None) -> float:
+    return (datetime.now(UTC) - modified).total_seconds() if modified else float("inf")

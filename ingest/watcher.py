@@ -139,6 +139,6 @@ class InboxWatcher:
 
     def _after(self, result: IngestResult) -> None:
         if result.status == "deferred":
-            self._deferred.add(result.path)
+            self._deferred.add(Path(result.path))
         elif result.status == "enqueued" and self.on_result:
             self.on_result(result)

@@ -19,7 +19,6 @@ import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
@@ -32,7 +31,9 @@ from db import costs, queue, runners
 from db.engine import Database
 from runner import gpus, outputs, placement, planner
 from runner.preview import png_bytes, render
-from storage.errors import InputError
+from storage import objects
+from storage.errors import InputError, TransientError
+from storage.objects import StorageError
 from storage.uris import display_name, read_uri
 
 log = logging.getLogger("gen3d.runner")
@@ -85,7 +86,7 @@ class Runner:
         self._plan: tuple[str, float, placement.Slot] | None = None
         self.wake = wake or threading.Event()
         self.stop = stop or threading.Event()
-        self.outputs_root = str(settings.outputs_path.resolve()) + "/"
+        self.outputs_root = settings.outputs_root
         self.devices = gpus.inventory(settings.gpus)
         self.slots = placement.make_slots(self.devices, settings.runner.vram_reserve_mb)
         self._measured: dict[str, costs.MeasuredCost] = {}
@@ -498,6 +499,10 @@ class Runner:
         t0 = time.perf_counter()
         folder = job["outputs_uri"]
         try:
+            if objects.is_s3(folder) and outputs.published(folder):
+                # An earlier attempt published its result and died before recording it.
+                log.info("job %d: outputs already published at %s; keeping them", job["id"], folder)
+                return _Outcome(job, None, [])
             written = []
             stats = None
             if res.mesh is not None:
@@ -530,6 +535,9 @@ class Runner:
                 info=res.info,
             )
             outputs.write_manifest(folder, doc)
+        except outputs.AlreadyPublished:
+            log.warning("job %d: another attempt published first; its result stands", job["id"])
+            return _Outcome(job, None, [])
         except Exception as exc:  # noqa: BLE001 - e.g. disk full: retried
             return _Outcome(job, exc)
         return _Outcome(job, None, written)
@@ -578,7 +586,7 @@ class Runner:
         model: dict[str, Any],
         timings: dict[str, float],
     ) -> None:
-        permanent = isinstance(exc, InputError | ModelUnavailable)
+        permanent = isinstance(exc, InputError | ModelUnavailable | StorageError)
         message = str(exc) if permanent else f"{type(exc).__name__}: {exc}"
         detail = None if permanent else "".join(traceback.format_exception(exc))
         rs = self.settings.runner
@@ -610,8 +618,8 @@ class Runner:
                 finished_at=datetime.now(UTC),
             )
             try:
-                outputs.write_manifest(Path(job["outputs_uri"]), doc)
-            except OSError:
+                outputs.write_manifest(job["outputs_uri"], doc)
+            except (OSError, TransientError, StorageError, outputs.AlreadyPublished):
                 log.exception("could not write the error manifest of job %d", job["id"])
         elif state == "queued":
             self.stats.retried += 1

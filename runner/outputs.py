@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from storage import objects
+from storage.errors import InputError
 from storage.local import write_atomic
 
 HOST = platform.node()
@@ -43,8 +45,16 @@ class Written:
         return {"name": self.name, "bytes": self.bytes, "sha256": self.sha256, "media_type": media}
 
 
+class AlreadyPublished(Exception):
+    """The job's outputs hold a succeeded manifest already (an earlier attempt's)."""
+
+
 def write_artifact(folder: str | Path, name: str, data: bytes) -> Written:
-    write_atomic(os.path.join(folder, name), data)
+    folder = str(folder)
+    if objects.is_s3(folder):
+        objects.write(objects.join(folder, name), data, content_type=_media(name))
+    else:
+        write_atomic(os.path.join(folder, name), data)
     return Written(name, len(data), hashlib.sha256(data).hexdigest())
 
 
@@ -122,4 +132,38 @@ def write_manifest(folder: str | Path, doc: dict[str, Any]) -> None:
     # orjson: the stdlib encoder falls back to pure Python whenever it indents, and that
     # was a quarter of a no-work job's cost in bench/queue.py.
     data = orjson.dumps(doc, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-    write_atomic(os.path.join(folder, "manifest.json"), data)
+    folder = str(folder)
+    if not objects.is_s3(folder):
+        write_atomic(os.path.join(folder, "manifest.json"), data)
+        return
+    # On S3 a published result is never replaced: the first succeeded manifest wins
+    # (If-None-Match: *); an error manifest may be replaced, but only the one we read
+    # (If-Match), so two writers cannot both think they replaced it.
+    uri = objects.join(folder, "manifest.json")
+    try:
+        objects.write(uri, data, if_absent=True, content_type="application/json")
+        return
+    except objects.Conflict:
+        pass
+    current = objects.head(uri)
+    if current is None or published(folder):
+        raise AlreadyPublished(f"{uri} holds a succeeded manifest already")
+    objects.write(uri, data, if_match=current.etag, content_type="application/json")
+
+
+def published(folder: str | Path) -> bool:
+    """Whether the folder holds a succeeded manifest (S3: an earlier attempt's result,
+    which a re-run must not overwrite)."""
+    uri = objects.join(str(folder), "manifest.json")
+    if objects.head(uri) is None:
+        return False
+    try:
+        return bool(
+            orjson.loads(objects.read(uri, 1 << 24, what="manifest")).get("state") == "succeeded"
+        )
+    except (orjson.JSONDecodeError, InputError):
+        return False
+
+
+def _media(name: str) -> str:
+    return MEDIA_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")

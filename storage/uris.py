@@ -1,9 +1,11 @@
-"""Reading an input by reference: ``file://`` URIs, plain paths, and ``data:`` URIs."""
+"""Reading an input by reference: ``file://`` URIs, plain paths, ``s3://`` URIs and
+``data:`` URIs."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import posixpath
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -34,8 +36,16 @@ def local_path(uri: str) -> Path:
 def read_uri(uri: str, limit: int, *, what: str = "input") -> bytes:
     if uri.startswith("data:"):
         return decode_data_uri(uri, limit, what)
+    if uri.startswith("s3://"):
+        from storage import objects
+
+        return objects.read(uri, limit, what=what)
     return read_limited(local_path(uri), limit, what=what)
 
 
 def display_name(uri: str) -> str:
-    return "inline picture" if uri.startswith("data:") else local_path(uri).name
+    if uri.startswith("data:"):
+        return "inline picture"
+    if uri.startswith("s3://"):
+        return posixpath.basename(uri)
+    return local_path(uri).name
