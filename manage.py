@@ -166,19 +166,46 @@ def ingest(app: App, once: bool) -> None:
     _daemon_logging(app)
     ingester = app.ingester()
     if once:
+        if ingester.inbox_prefix:  # a bucket: one listing
+            made = _bucket(app, ingester).reconcile()
+            click.echo(f"{made} new job object(s) in {ingester.inbox_prefix}")
+            return
         results = ingester.scan(grace=False)
         made = sum(1 for r in results for e in r.jobs if e.created)
         click.echo(f"{len(results)} file(s), {made} new job(s)")
         return
-    from ingest.watcher import InboxWatcher
-
     stop = threading.Event()
     _stop_on_signals(stop)
-    watcher = InboxWatcher(ingester, rescan_interval_s=app.settings.ingest.rescan_interval_s)
+    watcher = _watcher(app, ingester)
     watcher.start()
-    click.echo(f"watching {app.settings.inbox_path.absolute()} (Ctrl-C to stop)", err=True)
+    click.echo(f"watching {_inbox_name(app)} (Ctrl-C to stop)", err=True)
     stop.wait()
     watcher.stop()
+
+
+def _bucket(app: App, ingester: Any, on_result: Any = None) -> Any:
+    from ingest.bucket import BucketIngester
+
+    return BucketIngester(ingester, queue_url=app.settings.inbox_queue, on_result=on_result)
+
+
+def _watcher(app: App, ingester: Any, on_result: Any = None) -> Any:
+    """The inbox's watcher: a folder's (watchdog) or a bucket's (SQS events + listing)."""
+    if ingester.inbox_prefix:
+        return _bucket(app, ingester, on_result)
+    from ingest.watcher import InboxWatcher
+
+    return InboxWatcher(
+        ingester, rescan_interval_s=app.settings.ingest.rescan_interval_s, on_result=on_result
+    )
+
+
+def _inbox_name(app: App) -> str:
+    s = app.settings
+    if s.inbox.startswith("s3://"):
+        via = f" (events from {s.inbox_queue})" if s.inbox_queue else " (listing)"
+        return s.inbox + via
+    return str(s.inbox_path.absolute())
 
 
 @cli.command()
@@ -252,21 +279,13 @@ def requeue_stale(app: App) -> None:
 def serve(app: App) -> None:
     """Ingest and a runner in one process: the embedded default's main job."""
     _daemon_logging(app)
-    from ingest.watcher import InboxWatcher
-
     stop, wake = threading.Event(), threading.Event()
     _stop_on_signals(stop)
-    watcher = InboxWatcher(
-        app.ingester(),
-        rescan_interval_s=app.settings.ingest.rescan_interval_s,
-        on_result=lambda _r: wake.set(),
-    )
+    watcher = _watcher(app, app.ingester(), on_result=lambda _r: wake.set())
     runner = app.runner(stop=stop, wake=wake)
     watcher.start()
-    s = app.settings
     click.echo(
-        f"watching {s.inbox_path.absolute()}; outputs in {s.outputs_path.absolute()} "
-        "(Ctrl-C to stop)",
+        f"watching {_inbox_name(app)}; outputs in {app.settings.outputs_root} (Ctrl-C to stop)",
         err=True,
     )
     try:

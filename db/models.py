@@ -171,3 +171,12 @@ model_loads = Table(
     CheckConstraint("kind IN ('load', 'batch')", name="kind_known"),
 )
 Index("ix_model_loads_model_kind_id", model_loads.c.model, model_loads.c.kind, model_loads.c.id)
+
+# Where an interrupted listing of a bucket inbox resumes (None: start from the top).
+ingest_cursors = Table(
+    "ingest_cursors",
+    metadata,
+    Column("source", String(500), primary_key=True),
+    Column("start_after", Text),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

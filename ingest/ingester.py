@@ -117,14 +117,24 @@ class Ingester:
         Its identity is (URI, ETag): a redelivered or duplicated event, or a listing
         that sees it again, finds the rows already there.
         """
-        uri, etag = info.uri, info.etag
+        read = self.read_object(info, grace=grace)
+        return read if isinstance(read, IngestResult) else self.commit_objects([read])[0]
+
+    def read_object(
+        self, info: objects.ObjectInfo, *, grace: bool = True
+    ) -> tuple[str, list[queue.NewJob]] | IngestResult:
+        """Read and validate one job object: (its URI, the rows to make), or a result
+        when there is nothing to commit (gone, or waiting for an input)."""
+        uri = info.uri
         try:
-            data = objects.read(uri, self.settings.ingest.max_job_file_bytes, what="job file")
+            data, read = objects.read_info(uri, self.settings.ingest.max_job_file_bytes,
+                                           what="job file")  # fmt: skip
         except InputError as exc:
-            if objects.head(uri) is None:  # deleted before we got to it
+            current = objects.head(uri)
+            if current is None:  # deleted before we got to it
                 return IngestResult(uri, "ignored")
-            return self._commit(uri, [self._rejected(Entry(-1, None), uri, etag, str(exc))],
-                                move=False)  # fmt: skip
+            return uri, [self._rejected(Entry(-1, None), uri, current.etag, str(exc))]
+        etag = read.etag or info.etag  # the version read is the one ingested
         entries = parse(data, jsonl=uri.lower().endswith(".jsonl"))
         base = uri.rsplit("/", 1)[0] + "/"
         new: list[queue.NewJob] = []
@@ -132,14 +142,22 @@ class Ingester:
             try:
                 new.append(self._job(entry, base, uri, etag))
             except MissingInput as exc:
-                age = _age_s(info.modified)
+                age = _age_s(read.modified or info.modified)
                 if grace and age < self.settings.ingest.missing_input_grace_s:
                     log.info("%s: %s; waiting for it to arrive", uri, exc)
                     return IngestResult(uri, "deferred")
                 new.append(self._rejected(entry, uri, etag, str(exc)))
             except InputError as exc:
                 new.append(self._rejected(entry, uri, etag, str(exc)))
-        return self._commit(uri, new, move=False)
+        return uri, new
+
+    def commit_objects(self, read: list[tuple[str, list[queue.NewJob]]]) -> list[IngestResult]:
+        """The rows of several job objects in one transaction (one commit, not one per
+        object: a burst of events is ingested as fast as it is read)."""
+        with self.db.write() as conn:
+            enqueued = [queue.enqueue_file(conn, new, self.outputs_root) for _, new in read]
+        return [self._after_commit(uri, new, e, move=False)
+                for (uri, new), e in zip(read, enqueued, strict=True)]  # fmt: skip
 
     def _rejected(self, entry: Entry, uri: str, sha: str, reason: str) -> queue.NewJob:
         raw = entry.raw if isinstance(entry.raw, dict) else {}
@@ -274,6 +292,17 @@ class Ingester:
     def _commit(self, path: Path | str, new: list[queue.NewJob], *, move: bool) -> IngestResult:
         with self.db.write() as conn:
             enqueued = queue.enqueue_file(conn, new, self.outputs_root)
+        return self._after_commit(path, new, enqueued, move=move)
+
+    def _after_commit(
+        self,
+        path: Path | str,
+        new: list[queue.NewJob],
+        enqueued: list[queue.Enqueued],
+        *,
+        move: bool,
+    ) -> IngestResult:
+        """File the job file away (local), write error manifests, log."""
         result = IngestResult(path, "enqueued", jobs=enqueued)
         kept_at: Path | str = path
         if move and isinstance(path, Path):

@@ -134,8 +134,14 @@ def _fail(exc: Exception, uri: str, doing: str) -> Exception:
 
 def read(uri: str, limit: int, *, what: str = "object") -> bytes:
     """The whole object, refusing more than ``limit`` bytes."""
+    return read_info(uri, limit, what=what)[0]
+
+
+def read_info(uri: str, limit: int, *, what: str = "object") -> tuple[bytes, ObjectInfo]:
+    """The whole object and what S3 says of the version read (its ETag): one request."""
     if not is_s3(uri):
-        return read_limited(Path(uri), limit, what=what)
+        data = read_limited(Path(uri), limit, what=what)
+        return data, ObjectInfo(uri, uri, "", len(data))
     bucket, key = split(uri)
     try:
         got = client().get_object(Bucket=bucket, Key=key)
@@ -153,7 +159,9 @@ def read(uri: str, limit: int, *, what: str = "object") -> bytes:
         raise err from exc
     if len(data) > limit:
         raise InputError(f"{what} is over the limit of {limit:,} bytes: {uri}")
-    return bytes(data)
+    info = ObjectInfo(uri, key, str(got.get("ETag", "")).strip('"'), len(data),
+                      got.get("LastModified"))  # fmt: skip
+    return bytes(data), info
 
 
 def head(uri: str) -> ObjectInfo | None:

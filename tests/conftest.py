@@ -63,9 +63,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url = request.getfixturevalue("pg_url")
     db = Database(create(url, pool=False))
     with db.write() as conn:
-        conn.execute(
-            text("TRUNCATE job_events, jobs, runners, model_loads RESTART IDENTITY CASCADE")
-        )
+        tables = "job_events, jobs, runners, model_loads, ingest_cursors"
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     db.dispose()
     yield url
 

@@ -1,0 +1,160 @@
+"""Bucket ingestion: 1,000 job objects put into a bucket whose events go to SQS.
+
+    python -m bench.s3_ingest [--jobs 1000] [--json]
+
+Runs moto's standalone S3/SQS server on 127.0.0.1 in its own process (real HTTP and
+real notifications),
+a ``BucketIngester`` polling the queue as ``manage.py ingest`` does, and a SQLite
+database (``GEN3D_DATABASE_URL`` for another). The objects are put from 8 threads as
+fast as the server takes them; each object's put time is recorded, and its latency is
+its job row's ``created_at`` minus that time. Prints the seconds from the first put
+until every row exists, and the event-to-row latency p50/p95/max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from config import load_settings
+from db.engine import Database, create
+from db.migrate import upgrade
+from db.models import jobs
+from ingest.bucket import BucketIngester
+from ingest.ingester import Ingester
+from storage import objects
+
+
+def _server() -> tuple[Any, str]:
+    """moto's server in a process of its own, as S3 would be: in this process it would
+    share the interpreter lock with the ingester being measured."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def run(n: int, rate: float = 0.0) -> dict[str, Any]:
+    server, endpoint = _server()
+    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench",
+                      AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
+    objects.reset_clients()
+    folder = tempfile.mkdtemp(prefix="gen3d-bench-")
+    try:
+        name = f"gen3d-bench-{uuid.uuid4().hex[:8]}"
+        s3, sqs = objects.client(), objects.make_client("sqs")
+        s3.create_bucket(Bucket=name)
+        url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        s3.put_bucket_notification_configuration(
+            Bucket=name,
+            NotificationConfiguration={"QueueConfigurations": [
+                {"QueueArn": arn["Attributes"]["QueueArn"], "Events": ["s3:ObjectCreated:*"]}]},
+        )  # fmt: skip
+        db_url = os.environ.get("GEN3D_DATABASE_URL") or f"sqlite:///{folder}/bench.sqlite3"
+        settings = load_settings(env={}, database_url=db_url, inbox=f"s3://{name}/inbox",
+                                 inbox_queue=url, outputs=f"s3://{name}/out")  # fmt: skip
+        db = Database(create(db_url))
+        upgrade(db)
+        ingester = BucketIngester(Ingester(settings, db), queue_url=url)
+        ingester.start()
+        time.sleep(0.5)  # its start-up listing of the empty prefix
+        body = json.dumps({"task": "mesh", "prompt": "a chair", "model": "builtin-noop"}).encode()
+        put_at: dict[str, float] = {}
+        lock = threading.Lock()
+
+        def put(i: int) -> None:
+            if rate:  # paced: object i goes at t0 + i / rate
+                time.sleep(max(t0 + i / rate - time.time(), 0.0))
+            key = f"inbox/batch/job-{i:05d}.json"
+            objects.client().put_object(Bucket=name, Key=key, Body=body)
+            with lock:
+                put_at[f"s3://{name}/{key}"] = time.time()
+
+        t0 = time.time()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(put, range(n)))
+        puts_s = time.time() - t0
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            with db.read() as conn:
+                if conn.execute(select(func.count()).select_from(jobs)).scalar_one() >= n:
+                    break
+            time.sleep(0.05)
+        all_rows_s = time.time() - t0
+        ingester.stop()
+        with db.read() as conn:
+            rows = conn.execute(select(jobs.c.source_uri, jobs.c.created_at)).all()
+        db.dispose()
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+    lat = sorted(_ts(created) - put_at[uri] for uri, created in rows if uri in put_at)
+    return {
+        "jobs": n,
+        "put_rate_per_s": rate or "as fast as possible",
+        "rows": len(rows),
+        "puts_s": round(puts_s, 2),
+        "all_rows_s": round(all_rows_s, 2),
+        "latency_p50_s": round(statistics.median(lat), 3),
+        "latency_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3),
+        "latency_max_s": round(lat[-1], 3),
+    }
+
+
+def _ts(value: Any) -> float:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return float(value.timestamp())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="objects put per second (default: as fast as the server takes them)",
+    )
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = run(args.jobs, args.rate)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for k, v in result.items():
+            print(f"{k:>16}: {v}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""A bucket as inbox and output store, against moto's standalone S3/SQS server on
+127.0.0.1 (real HTTP, real boto3 clients, real S3 -> SQS notifications)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config import Settings, load_settings
+from db import queue
+from db.engine import Database, create
+from db.migrate import upgrade
+from ingest.bucket import BucketIngester, is_job_key, parse_event
+from ingest.ingester import Ingester
+from runner import outputs
+from runner.loop import Runner
+from storage import objects
+from storage.errors import TransientError
+from tests.pictures import disk_png
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    env = {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    objects.reset_clients()
+    yield
+    objects.reset_clients()
+
+
+@pytest.fixture
+def bucket(aws: None) -> tuple[str, str]:
+    """A fresh bucket whose ObjectCreated events go to a fresh SQS queue."""
+    name = f"gen3d-{uuid.uuid4().hex[:12]}"
+    s3, sqs = objects.client(), objects.make_client("sqs")
+    s3.create_bucket(Bucket=name)
+    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    s3.put_bucket_notification_configuration(
+        Bucket=name,
+        NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]
+        },
+    )
+    return name, url
+
+
+def _settings(tmp_path: Path, db_url: str, name: str, url: str | None, **over: Any) -> Settings:
+    return load_settings(
+        env={}, database_url=db_url, inbox=f"s3://{name}/inbox", inbox_queue=url,
+        outputs=f"s3://{name}/out", **over,
+    )  # fmt: skip
+
+
+def _put(name: str, key: str, body: bytes | dict) -> None:
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    objects.client().put_object(Bucket=name, Key=key, Body=data)
+
+
+def _drain(ing: BucketIngester, rounds: int = 5) -> None:
+    """Poll until the queue stays empty for a round."""
+    for _ in range(rounds):
+        if ing.poll(wait_s=1) == 0:
+            return
+
+
+def _rows(db: Database) -> list[dict]:
+    with db.read() as conn:
+        return queue.list_jobs(conn)
+
+
+def test_event_to_row_to_outputs_in_the_bucket(
+    tmp_path: Path, db: Database, db_url: str, bucket: tuple[str, str]
+) -> None:
+    name, url = bucket
+    settings = _settings(tmp_path, db_url, name, url)
+    ing = BucketIngester(Ingester(settings, db), queue_url=url)
+    _put(name, "inbox/shots/disk.png", disk_png())
+    _put(name, "inbox/shots/disk job.json", {"task": "mesh", "image": "disk.png", "name": "disk"})
+    _drain(ing)
+    (job,) = _rows(db)
+    assert (
+        job["state"] == "queued" and job["source_uri"] == f"s3://{name}/inbox/shots/disk job.json"
+    )
+    assert job["inputs"]["images"] == [f"s3://{name}/inbox/shots/disk.png"]
+    Runner(settings, db).run(until_idle=True)
+    job = _rows(db)[0]
+    assert job["state"] == "succeeded", job["error"]
+    folder = f"s3://{name}/out/{job['id']}"
+    assert job["outputs_uri"] == folder
+    manifest = json.loads(objects.read(folder + "/manifest.json", 1 << 20))
+    assert manifest["state"] == "succeeded"
+    for art in manifest["artifacts"]:
+        data = objects.read(f"{folder}/{art['name']}", 1 << 26)
+        assert len(data) == art["bytes"]
+    assert [a["name"] for a in manifest["artifacts"]] == ["mesh.glb", "preview.png"]
+    assert objects.head(f"s3://{name}/inbox/shots/disk job.json") is not None  # left in place
+
+
+def test_redelivered_and_duplicated_events_make_one_job(
+    tmp_path: Path, db: Database, db_url: str, bucket: tuple[str, str]
+) -> None:
+    name, url = bucket
+    ing = BucketIngester(Ingester(_settings(tmp_path, db_url, name, url), db), queue_url=url)
+    sqs = objects.make_client("sqs")
+    _put(name, "inbox/a.json", {"task": "mesh", "prompt": "x", "model": "builtin-noop"})
+    # A consumer that crashed before deleting: the message comes back after the
+    # visibility timeout (1 s here).
+    got: list = []
+    while not any("Records" in m["Body"] for m in got):
+        got += sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", [])
+    body = next(m["Body"] for m in got if "Records" in m["Body"])
+    time.sleep(1.2)
+    _drain(ing)
+    sqs.send_message(QueueUrl=url, MessageBody=body)  # and a plain duplicate
+    _drain(ing)
+    assert len(_rows(db)) == 1
+    # moto sends two events for one multipart upload (Put and CompleteMultipartUpload).
+    mp = objects.client().create_multipart_upload(Bucket=name, Key="inbox/mp.json")
+    part = objects.client().upload_part(
+        Bucket=name, Key="inbox/mp.json", UploadId=mp["UploadId"], PartNumber=1,
+        Body=json.dumps({"task": "mesh", "prompt": "y", "model": "builtin-noop"}).encode(),
+    )  # fmt: skip
+    objects.client().complete_multipart_upload(
+        Bucket=name, Key="inbox/mp.json", UploadId=mp["UploadId"],
+        MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+    )  # fmt: skip
+    _drain(ing)
+    assert sorted(r["source_uri"].rsplit("/", 1)[1] for r in _rows(db)) == ["a.json", "mp.json"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attrs["ApproximateNumberOfMessages"] == "0"  # every message deleted
+
+
+def test_a_bad_object_is_rejected_with_a_manifest_and_left_in_place(
+    tmp_path: Path, db: Database, db_url: str, bucket: tuple[str, str]
+) -> None:
+    name, url = bucket
+    ing = BucketIngester(Ingester(_settings(tmp_path, db_url, name, url), db), queue_url=url)
+    _put(name, "inbox/broken.json", b"{not json")
+    _put(name, "inbox/escape.json", {"task": "mesh", "image": "../../secret.png"})
+    _put(name, "inbox/elsewhere.json", {"task": "mesh", "image": "s3://other-bucket/x.png"})
+    _drain(ing)
+    rows = {r["source_uri"].rsplit("/", 1)[1]: r for r in _rows(db)}
+    assert {k: r["state"] for k, r in rows.items()} == dict.fromkeys(
+        ["broken.json", "escape.json", "elsewhere.json"], "rejected"
+    )
+    assert "outside the bucket inbox" in rows["escape.json"]["error"]
+    assert "not allowed" in rows["elsewhere.json"]["error"]
+    for r in rows.values():
+        doc = json.loads(objects.read(f"s3://{name}/out/rejected/{r['id']}/manifest.json", 1 << 20))
+        assert doc["state"] == "rejected" and doc["error"] == r["error"]
+        assert objects.head(doc["source"]["kept_at"]) is not None  # the original stays
+
+
+def test_listing_ingests_ten_thousand_keys_once_each(tmp_path: Path, aws: None) -> None:
+    name = f"gen3d-{uuid.uuid4().hex[:12]}"
+    objects.client().create_bucket(Bucket=name)  # no notifications: the listing fallback
+    body = json.dumps({"task": "mesh", "prompt": "x", "model": "builtin-noop"}).encode()
+    keys = [f"inbox/{i % 97:02d}/job-{i:05d}.json" for i in range(10_000)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: _put(name, k, body), keys))
+    _put(name, "inbox/pictures/not-a-job.png", disk_png())
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    db = Database(create(url))
+    upgrade(db)
+    ing = BucketIngester(Ingester(_settings(tmp_path, url, name, None), db), queue_url=None)
+    assert ing.reconcile() == 10_000
+    assert ing.reconcile() == 0  # nothing twice
+    with db.read() as conn:
+        assert queue.count_by_state(conn) == {"queued": 10_000}
+
+
+def test_listing_resumes_from_its_checkpoint(
+    tmp_path: Path, db: Database, db_url: str, aws: None
+) -> None:
+    from db import cursors
+
+    name = f"gen3d-{uuid.uuid4().hex[:12]}"
+    objects.client().create_bucket(Bucket=name)
+    for i in range(5):
+        _put(name, f"inbox/j{i}.json", {"task": "mesh", "prompt": "x", "model": "builtin-noop"})
+    ing = BucketIngester(Ingester(_settings(tmp_path, db_url, name, None), db), queue_url=None)
+    with db.write() as conn:  # an earlier listing stopped after j2
+        cursors.save(conn, ing.prefix, "inbox/j2.json")
+    assert ing.reconcile() == 2  # j3, j4
+    with db.read() as conn:
+        assert cursors.load(conn, ing.prefix) is None  # complete: the next starts over
+    assert ing.reconcile() == 3  # j0-j2, never seen before
+
+
+def test_transient_s3_errors_are_retried_then_reported(aws: None) -> None:
+    name = f"gen3d-{uuid.uuid4().hex[:12]}"
+    objects.client().create_bucket(Bucket=name)
+    _put(name, "k.json", b"{}")
+    failures = {"left": 2}
+
+    def flaky(**kwargs: Any) -> Any:
+        from botocore.awsrequest import AWSResponse
+
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            return AWSResponse(
+                kwargs["request"].url, 500, {}, _Raw(b"<Error><Code>InternalError</Code></Error>")
+            )
+        return None
+
+    objects.client().meta.events.register("before-send.s3.GetObject", flaky)
+    assert objects.read(f"s3://{name}/k.json", 100) == b"{}"  # two 500s, then fine
+    failures["left"] = 100
+    with pytest.raises(TransientError, match=f"s3://{name}/k.json"):
+        objects.read(f"s3://{name}/k.json", 100)
+    objects.client().meta.events.unregister("before-send.s3.GetObject", flaky)
+    with pytest.raises(objects.StorageError, match="bucket 'no-such-bucket-here' does not exist"):
+        objects.read("s3://no-such-bucket-here/x.json", 100)
+
+
+def test_a_published_manifest_is_never_replaced(aws: None) -> None:
+    name = f"gen3d-{uuid.uuid4().hex[:12]}"
+    objects.client().create_bucket(Bucket=name)
+    folder = f"s3://{name}/out/7"
+    outputs.write_manifest(folder, {"state": "failed", "error": "x"})
+    outputs.write_manifest(folder, {"state": "succeeded", "attempt": 2})  # replaces an error
+    assert outputs.published(folder)
+    with pytest.raises(outputs.AlreadyPublished):
+        outputs.write_manifest(folder, {"state": "succeeded", "attempt": 3})
+    assert json.loads(objects.read(folder + "/manifest.json", 1000))["attempt"] == 2
+
+
+def test_event_parsing() -> None:
+    assert parse_event(json.dumps({"Event": "s3:TestEvent", "Bucket": "b"})) == []
+    record = {"eventName": "ObjectCreated:Put",
+              "s3": {"bucket": {"name": "b"}, "object": {"key": "in%2Fa+b.json"}}}  # fmt: skip
+    assert parse_event(json.dumps({"Records": [record]})) == [("b", "in/a b.json")]
+    sns = {"Type": "Notification", "Message": json.dumps({"Records": [record]})}
+    assert parse_event(json.dumps(sns)) == [("b", "in/a b.json")]
+    removed = {**record, "eventName": "ObjectRemoved:Delete"}
+    assert parse_event(json.dumps({"Records": [removed]})) == []
+    assert is_job_key("in/a.json") and is_job_key("in/x/b.jsonl")
+    assert not is_job_key("in/a.png") and not is_job_key("in/.accepted/a.json")
+    assert not is_job_key("in/.a.json") and not is_job_key("in/a.json.tmp")
+
+
+class _Raw:
+    """The raw body botocore reads from an HTTP response."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.data
