@@ -37,6 +37,7 @@ PAGE = 1000  # keys between listing checkpoints
 RETRY_DEFERRED_S = 1.0  # a job object waiting for its picture is looked at again this soon
 WORKERS = 8  # objects read side by side
 COMMIT_EVERY = 100  # a listing commits the rows of this many objects at a time
+SHORT_POLL_PAUSE_S = 0.05  # with ingest.sqs_wait_s 0, the pause after an empty receive
 
 
 def is_job_key(key: str) -> bool:
@@ -121,7 +122,8 @@ class BucketIngester:
                     wait = min(self.settings.sqs_wait_s, max(int(next_list - time.monotonic()), 0))
                     if self._deferred:
                         wait = min(wait, int(RETRY_DEFERRED_S))
-                    self.poll(wait_s=wait)
+                    if self.poll(wait_s=wait) == 0 and wait == 0:
+                        self._stop.wait(SHORT_POLL_PAUSE_S)  # short polling: no busy loop
                 else:
                     self._stop.wait(RETRY_DEFERRED_S if self._deferred else 1.0)
             except Exception:  # noqa: BLE001 - a bad moment must not end ingestion
