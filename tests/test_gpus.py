@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from config import Settings, load_settings
 from db import costs, queue, runners
 from db.engine import Database
+from db.models import model_loads
 from runner import gpus
 from runner.loop import Runner
 from tests import failing_adapters
@@ -165,3 +167,46 @@ def test_a_runner_leaves_a_short_queue_to_the_runner_holding_the_model(
     _enqueue(db, "m", 6, "deep")  # 9 queued: over two full batches, worth a second copy
     assert other.step() == 4
     assert "m" in other.adapters
+
+
+def test_a_cpu_runner_records_the_noop_models_load_and_batches(
+    settings: Settings, db: Database
+) -> None:
+    _enqueue(db, "builtin-noop", 5, "noop")
+    stats = Runner(settings, db).run(until_idle=True)
+    with db.read() as conn:
+        rows = conn.execute(
+            select(model_loads.c.kind, model_loads.c.device, model_loads.c.batch_size,
+                   model_loads.c.seconds).where(model_loads.c.model == "builtin-noop")
+        ).all()  # fmt: skip
+        cost = costs.measured(conn)["builtin-noop"]
+    assert stats.loads == 1
+    assert [r.kind for r in rows].count("load") == 1
+    batches = [r for r in rows if r.kind == "batch"]
+    assert batches and all(r.batch_size and r.batch_size >= 1 for r in batches)
+    assert all(r.device == "cpu" and r.seconds >= 0 for r in rows)
+    assert (cost.loads, cost.batches) == (1, len(batches))
+    assert cost.load_s is not None and cost.infer_s_per_job is not None
+    assert cost.peak_vram_mb is None  # a CPU model has no CUDA peak
+
+
+def test_measured_costs_are_medians_of_the_recent_rows_and_the_highest_peak(
+    db: Database,
+) -> None:
+    def row(kind: str, seconds: float, size: int | None = None, peak: float | None = None) -> None:
+        with db.write() as conn:
+            costs.record(conn, model="m", runner="r", device="cuda:0", kind=kind,
+                         seconds=seconds, batch_size=size, peak_vram_mb=peak)  # fmt: skip
+
+    row("load", 100.0, peak=9_000.0)  # the oldest load: outside recent=3
+    for s in (10.0, 30.0, 20.0):
+        row("load", s, peak=5_000.0)
+    row("batch", 8.0, size=4, peak=6_500.0)  # 2 s per job
+    row("batch", 3.0, size=1)  # 3 s per job
+    row("batch", 4.0, size=4)  # 1 s per job
+    with db.read() as conn:
+        cost = costs.measured(conn, recent=3)["m"]
+    assert (cost.loads, cost.batches) == (3, 3)
+    assert cost.load_s == 20.0
+    assert cost.infer_s_per_job == 2.0
+    assert cost.peak_vram_mb == 6_500.0  # the 9,000 MiB load is no longer recent
