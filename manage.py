@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -471,6 +471,59 @@ def gpus(app: App, as_json: bool) -> None:
         peak = f"{c['peak_vram_mb']:,.0f} MiB peak" if c["peak_vram_mb"] else "no GPU peak"
         load = f"load {c['load_s']:.2f} s" if c["load_s"] is not None else "never loaded"
         click.echo(f"measured {m}: {load}, {peak} ({c['loads']} loads, {c['batches']} batches)")
+
+
+def _since(value: str) -> datetime:
+    """'24h', '30m', '7d', '90s', or an ISO timestamp (UTC when it names no zone)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value and value[-1] in units and value[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(UTC) - timedelta(seconds=float(value[:-1]) * units[value[-1]])
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give 24h, 30m, 7d or an ISO timestamp") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+@cli.command()
+@click.option("--since", default="24h", show_default=True,
+              help="Window start: 24h, 30m, 7d, or an ISO timestamp.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_app
+def report(app: App, since: str, as_json: bool) -> None:
+    """Throughput, latency percentiles, failure rates and model loads over a window."""
+    from db import reports
+
+    start = _since(since)
+    with app.db().read() as conn:
+        doc = reports.report(conn, start, datetime.now(UTC))
+    if as_json:
+        _emit_json(doc)
+        return
+    f = doc["finished"]
+
+    def sec(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    rate = doc["failure_rate"]
+    click.echo(f"since {doc['since']}: {f['succeeded']} succeeded ({doc['succeeded_per_hour']}/h), "
+               f"{f['failed']} failed"
+               f"{'' if rate is None else f' ({rate:.1%})'}, {f['rejected']} rejected, "
+               f"{f['cancelled']} cancelled")  # fmt: skip
+    w, r = doc["wait_s"], doc["run_s"]
+    click.echo(f"wait s p50 {sec(w['p50'])}, p95 {sec(w['p95'])}, max {sec(w['max'])}; "
+               f"run s p50 {sec(r['p50'])}, p95 {sec(r['p95'])}; "
+               f"{doc['loads']} model loads ({doc['load_s_total']:.1f} s)")  # fmt: skip
+    b = doc["backlog"]
+    click.echo(f"now: {b['queued']} queued, {b['running']} running, {b['waiting']} waiting")
+    if doc["models"]:
+        rows = [[m["model"], str(m["succeeded"]), str(m["failed"]),
+                 "-" if m["failure_rate"] is None else f"{m['failure_rate']:.1%}",
+                 str(m["retries"]), sec(m["wait_p50_s"]), sec(m["wait_p95_s"]),
+                 sec(m["run_p50_s"]), str(m["loads"]), f"{m['load_s_total']:.1f}"]
+                for m in doc["models"]]  # fmt: skip
+        click.echo(_table(rows, ["model", "ok", "failed", "fail %", "retries", "wait p50",
+                                 "wait p95", "run p50", "loads", "load s"]))  # fmt: skip
 
 
 @cli.command()
