@@ -65,3 +65,13 @@ def live(conn: Connection) -> list[dict[str, Any]]:
         select(runners).where(runners.c.state == "running").order_by(runners.c.started_at)
     )
     return [dict(r._mapping) for r in rows]
+
+
+def largest_gpu_mb(conn: Connection, *, within_s: float) -> int | None:
+    """The biggest GPU (total MiB) any runner has reported in its last ``within_s``
+    seconds, stopped ones included (a GPU host restarting still counts); None: none."""
+    rows = conn.execute(
+        select(runners.c.devices).where(runners.c.heartbeat_at >= after_expr(conn, -within_s))
+    ).scalars()
+    sizes = [int(d.get("total_mb", 0)) for devices in rows for d in devices or []]
+    return max(sizes) if sizes else None

@@ -92,6 +92,7 @@ class Runner:
         self._measured: dict[str, costs.MeasuredCost] = {}
         self._measured_at = -math.inf
         self._warned: set[str] = set()
+        self._impossible: dict[str, str] = {}  # model -> why no runner can run it
         self._measured_batch: dict[str, float] = {}  # model -> when its last batch row was
         self.stats = RunStats()
         # The batch in hand, and those of its jobs the last heartbeat found taken away.
@@ -242,8 +243,9 @@ class Runner:
                 return 0
             slot, decision = chosen
             model_id = decision.model
-            until = time.monotonic() + self.settings.runner.plan_interval_s
-            self._plan = (model_id, until, slot)
+            if decision.reason not in ("unknown", "impossible"):  # those are answered once
+                until = time.monotonic() + self.settings.runner.plan_interval_s
+                self._plan = (model_id, until, slot)
         spec = self.registry.models.get(model_id)
         size = spec.max_batch if spec else 32
         if limit is not None:
@@ -267,8 +269,10 @@ class Runner:
         self.stats.claimed += len(jobs)
         self.stats.batches += 1
         self.stats.job_ids.extend(j["id"] for j in jobs)
-        if spec is None:
-            gone = InputError(f"model {model_id!r} is not in the registry any more")
+        if spec is None or (decision is not None and decision.reason == "impossible"):
+            gone: Exception = InputError(f"model {model_id!r} is not in the registry any more")
+            if spec is not None:
+                gone = ModelUnavailable(self._impossible.get(model_id, "no GPU can hold it"))
             self._record([_Outcome(j, gone) for j in jobs], model={"id": model_id}, timings={})
         else:
             self._run_batch(spec, jobs, slot, decision.evict if decision else ())
@@ -292,6 +296,7 @@ class Runner:
             demand = queue.demand(conn)
             clock = queue.now(conn)
             others = [r for r in runners.live(conn) if r["id"] != self.id]
+            fleet_gpu_mb = runners.largest_gpu_mb(conn, within_s=FLEET_MEMORY_S)
             if time.monotonic() - self._measured_at > MEASURED_TTL_S:
                 self._measured = costs.measured(conn)
                 self._measured_at = time.monotonic()
@@ -303,8 +308,23 @@ class Runner:
         model_costs = {
             m: placement.cost_of(spec, self._measured.get(m)) for m, spec in specs.items()
         }
+        waiting = {d.model: d.ready for d in demand if d.ready}
         for model_id, why in placement.unplaceable(self.slots, specs, model_costs).items():
-            if model_id not in self._warned and any(d.model == model_id for d in demand):
+            if model_id not in waiting:
+                continue
+            need = model_costs[model_id].vram_mb + rs.vram_reserve_mb
+            if fleet_gpu_mb is None or fleet_gpu_mb < need:
+                # No runner seen in a day has a GPU that could hold it: fail its jobs with
+                # the reason rather than leave them queued forever.
+                self._impossible[model_id] = (
+                    f"model {model_id!r} cannot run here ({why}) and no runner seen in the "
+                    f"last day has a GPU with {need:,.0f} MiB; start a runner on such a GPU"
+                )
+                cpu = self.slots[0]
+                return cpu, planner.Decision(
+                    cpu.id, model_id, waiting[model_id], load=False, reason="impossible"
+                )
+            if model_id not in self._warned:
                 self._warned.add(model_id)
                 log.warning("not running %s here: %s (another runner may)", model_id, why)
         held = {m for r in others for m in r["resident_models"] or []}
@@ -643,6 +663,7 @@ def _id_ranges(ids: list[int]) -> str:
     return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in spans)
 
 
+FLEET_MEMORY_S = 86_400.0  # runners seen this recently count as able to come back
 MEASURED_TTL_S = 30.0  # how long a runner trusts its copy of the measured costs
 MEASURE_EVERY_S = 5.0  # at most one batch-cost row per model this often
 

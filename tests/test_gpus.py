@@ -86,17 +86,31 @@ def test_batches_by_model_and_evicts_to_fit(tmp_path: Path, db: Database, db_url
     assert not runner.adapters  # unloaded at exit
 
 
-def test_a_model_too_big_for_every_gpu_waits_and_says_why(
+def test_a_model_too_big_for_every_gpu_waits_for_a_bigger_runner_and_says_why(
     tmp_path: Path, db: Database, db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = _settings(tmp_path, db_url, {"huge": _gpu_model(80_000), "small": _gpu_model(2_000)})
+    with db.write() as conn:  # a runner elsewhere has an H100-size GPU
+        runners.register(conn, "big-host-1", devices=[{"id": 0, "total_mb": 97_871}])
     _enqueue(db, "huge", 1, "huge")
     _enqueue(db, "small", 2, "small")
     runner = Runner(settings, db)
     assert runner.step() == 2 and runner.step() == 0
-    with db.read() as conn:  # left queued: a runner with a bigger GPU may take it
+    with db.read() as conn:  # left queued for the runner with the bigger GPU
         assert queue.count_by_state(conn) == {"queued": 1, "succeeded": 2}
     assert "not running huge here: needs 80,000 MiB" in caplog.text
+
+
+def test_a_model_no_runner_can_hold_fails_with_the_reason(
+    tmp_path: Path, db: Database, db_url: str
+) -> None:
+    settings = _settings(tmp_path, db_url, {"huge": _gpu_model(80_000)})
+    (jid,) = _enqueue(db, "huge", 1, "huge")
+    Runner(settings, db).run(until_idle=True)
+    with db.read() as conn:
+        job = queue.get_job(conn, jid)
+    assert job is not None and (job["state"], job["attempts"]) == ("failed", 1)
+    assert "no runner seen in the last day has a GPU with 81,024 MiB" in job["error"]
 
 
 def test_out_of_memory_unloads_the_others_and_retries_once(
