@@ -49,7 +49,9 @@ def _enqueue(db: Database, model: str, n: int, tag: str) -> list[int]:
 
 
 def test_inventory_without_a_driver_is_the_configured_devices() -> None:
-    assert gpus.inventory() == []
+    found = gpus.inventory()
+    # This machine has no NVIDIA driver; on one that has, the inventory is NVML's.
+    assert found == [] if gpus._nvml() is None else all(d.source == "nvml" for d in found)
     (dev,) = gpus.inventory([{"id": 0, "vram_mb": 24_576, "name": "test"}])
     assert (dev.id, dev.name, dev.total_mb, dev.free_mb, dev.source) == (
         0,
