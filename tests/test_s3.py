@@ -276,3 +276,26 @@ class _Raw:
 
     def stream(self, **_: Any) -> Iterator[bytes]:
         yield self.data
+
+
+def test_manage_py_ingest_once_lists_a_bucket_inbox(
+    tmp_path: Path, moto_url: str, aws: None
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_leases import ROOT
+
+    name = f"gen3d-{uuid.uuid4().hex[:12]}"
+    objects.client().create_bucket(Bucket=name)
+    for i in range(3):
+        _put(name, f"inbox/j{i}.json", {"task": "mesh", "prompt": "x", "model": "builtin-noop"})
+    env = {**{k: v for k, v in os.environ.items() if k.startswith("AWS_") or k == "PATH"},
+           "GEN3D_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+           "GEN3D_INBOX": f"s3://{name}/inbox", "GEN3D_OUTPUTS": f"s3://{name}/out"}  # fmt: skip
+    run = [sys.executable, str(ROOT / "manage.py"), "ingest", "--once"]
+    first = subprocess.run(run, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    again = subprocess.run(run, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert f"3 new job object(s) in s3://{name}/inbox/" in first.stdout
+    assert f"0 new job object(s) in s3://{name}/inbox/" in again.stdout
