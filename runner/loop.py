@@ -24,13 +24,14 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from adapters.base import Adapter, Item, ModelUnavailable, Result, load_adapter
+from adapters.base import Adapter, Item, ModelUnavailable, Result
 from config import Settings
 from config.registry import ModelSpec
 from db import costs, queue, runners
 from db.engine import Database
 from runner import gpus, outputs, placement, planner
 from runner.preview import png_bytes, render
+from runner.residency import Residency
 from storage import objects
 from storage.errors import InputError, TransientError
 from storage.objects import StorageError
@@ -93,7 +94,7 @@ class Runner:
         self._measured_at = -math.inf
         self._warned: set[str] = set()
         self._impossible: dict[str, str] = {}  # model -> why no runner can run it
-        self._measured_batch: dict[str, float] = {}  # model -> when its last batch row was
+        self.residency = Residency(self.id, self.slots, self._persist)
         self.stats = RunStats()
         # The batch in hand, and those of its jobs the last heartbeat found taken away.
         self._lock = threading.Lock()
@@ -285,7 +286,10 @@ class Runner:
     @property
     def adapters(self) -> dict[str, Adapter]:
         """Every loaded model, on any device."""
-        return {m: loaded.adapter for slot in self.slots for m, loaded in slot.residents.items()}
+        return self.residency.adapters
+
+    def unload_all(self) -> None:
+        self.residency.unload_all()
 
     def _choose(self) -> tuple[placement.Slot, planner.Decision] | None:
         """Read the queue's demand (and, every half minute, the measured costs) and ask
@@ -333,74 +337,6 @@ class Runner:
             max_wait_s=rs.max_wait_s, held_elsewhere=held,
         )  # fmt: skip
 
-    def _evict(self, slot: placement.Slot, names: Iterable[str]) -> None:
-        freed = 0.0
-        for name in names:
-            loaded = slot.residents.pop(name, None)
-            if loaded is None:
-                continue
-            freed += loaded.vram_mb
-            try:
-                loaded.adapter.unload()
-            except Exception:  # noqa: BLE001 - it is gone from our books either way
-                log.warning("unloading %s from %s failed", name, slot.device, exc_info=True)
-            log.info("unloaded %s from %s", name, slot.device)
-        if freed and slot.is_gpu:
-            # The driver reports freed memory with a delay; loading at once can OOM.
-            gpus.wait_for_free(slot.id, freed)
-
-    def _adapter(self, spec: ModelSpec, slot: placement.Slot) -> tuple[Adapter, float]:
-        loaded = slot.residents.get(spec.id)
-        if loaded is not None:
-            loaded.last_used = time.monotonic()
-            return loaded.adapter, 0.0
-        try:
-            adapter, load_s = self._load(spec, slot)
-        except Exception as exc:  # noqa: BLE001 - one retry on an emptied device
-            if not (slot.is_gpu and _is_oom(exc) and slot.residents):
-                raise
-            log.warning("out of memory loading %s on %s; unloading everything there and "
-                        "retrying once", spec.id, slot.device)  # fmt: skip
-            self._evict(slot, list(slot.residents))
-            try:
-                adapter, load_s = self._load(spec, slot)
-            except Exception as again:
-                if _is_oom(again):
-                    raise ModelUnavailable(
-                        f"{spec.id} does not fit on {slot.device} even with nothing else "
-                        f"loaded: {again}"
-                    ) from again
-                raise
-        return adapter, load_s
-
-    def _load(self, spec: ModelSpec, slot: placement.Slot) -> tuple[Adapter, float]:
-        adapter = load_adapter(spec.adapter, spec.id, spec.options)
-        gpus.reset_peak(slot.device)
-        t0 = time.perf_counter()
-        adapter.load(slot.device)
-        load_s = time.perf_counter() - t0
-        peak = gpus.peak_reserved_mb(slot.device)
-        vram = peak * placement.HEADROOM if peak is not None else float(spec.vram_mb)
-        slot.residents[spec.id] = placement.Loaded(
-            adapter, vram if slot.is_gpu else 0.0, time.monotonic()
-        )
-        self.stats.loads += 1
-        log.info("loaded %s on %s in %.2f s", spec.id, adapter.device, load_s)
-        self._persist(
-            "recording a load",
-            lambda conn: costs.record(conn, model=spec.id, runner=self.id, device=slot.device,
-                                      kind="load", seconds=load_s, peak_vram_mb=peak),
-        )  # fmt: skip
-        return adapter, load_s
-
-    def unload_all(self) -> None:
-        for slot in self.slots:
-            for model_id, loaded in list(slot.residents.items()):
-                try:
-                    loaded.adapter.unload()
-                finally:
-                    del slot.residents[model_id]
-
     def _run_batch(
         self,
         spec: ModelSpec,
@@ -411,8 +347,9 @@ class Runner:
         model_info: dict[str, Any] = {"id": spec.id, "adapter": spec.adapter}
         slot.last_run = time.monotonic()
         try:
-            self._evict(slot, [m for m in evict if m != spec.id])
-            adapter, load_s = self._adapter(spec, slot)
+            self.residency.evict(slot, [m for m in evict if m != spec.id])
+            adapter, load_s = self.residency.adapter(spec, slot)
+            self.stats.loads = self.residency.loads
         except Exception as exc:  # noqa: BLE001 - recorded per job
             self._record([_Outcome(j, exc) for j in jobs], model=model_info, timings={})
             return
@@ -430,11 +367,11 @@ class Runner:
             items = [it for _, it in ready]
             gpus.reset_peak(slot.device)
             t0 = time.perf_counter()
-            results = self._infer(adapter, spec, slot, items)
+            results = self.residency.infer(adapter, spec, slot, items)
             batch_s = time.perf_counter() - t0
             infer_s = batch_s / len(ready)
             if not any(isinstance(r, BaseException) for r in results):
-                measurement = self._measure(spec, slot, batch_s, len(items))
+                measurement = self.residency.measure(spec, slot, batch_s, len(items))
             for (job, _), res in zip(ready, results, strict=True):
                 outcomes.append(self._write(job, res, model_info, load_s, infer_s))
         self._record(
@@ -443,51 +380,6 @@ class Runner:
             timings={"load_s": load_s, "inference_s": infer_s},
             measurement=measurement,
         )
-
-    def _measure(
-        self, spec: ModelSpec, slot: placement.Slot, seconds: float, size: int
-    ) -> dict[str, Any] | None:
-        """A batch's cost row for model_loads (written with the batch's results), at most
-        one per model every MEASURE_EVERY_S: a fast model would add a row per batch."""
-        peak = gpus.peak_reserved_mb(slot.device)
-        if peak is not None and spec.id in slot.residents:
-            resident = slot.residents[spec.id]
-            resident.vram_mb = max(resident.vram_mb, peak * placement.HEADROOM)
-        now = time.monotonic()
-        if now - self._measured_batch.get(spec.id, -math.inf) < MEASURE_EVERY_S:
-            return None
-        self._measured_batch[spec.id] = now
-        return {"model": spec.id, "runner": self.id, "device": slot.device, "kind": "batch",
-                "seconds": seconds, "batch_size": size, "peak_vram_mb": peak}  # fmt: skip
-
-    def _infer(
-        self, adapter: Adapter, spec: ModelSpec, slot: placement.Slot, items: list[Item]
-    ) -> list[Result | BaseException]:
-        """Run the batch; out of GPU memory, unload the device's other models and try once
-        more, then fail the batch's jobs with the reason (not retried: it would OOM again)."""
-        for attempt in (1, 2):
-            try:
-                results: list[Result | BaseException] = adapter.run_batch(items)
-                if len(results) != len(items):
-                    raise RuntimeError(
-                        f"{spec.id} returned {len(results)} results for {len(items)} jobs"
-                    )
-                return results
-            except Exception as exc:  # noqa: BLE001 - the whole batch is lost, not the runner
-                others = [m for m in slot.residents if m != spec.id]
-                if slot.is_gpu and _is_oom(exc) and attempt == 1 and others:
-                    log.warning("out of memory running %s on %s; unloading %s and retrying once",
-                                spec.id, slot.device, ", ".join(others))  # fmt: skip
-                    self._evict(slot, others)
-                    continue
-                if slot.is_gpu and _is_oom(exc):
-                    gone = ModelUnavailable(
-                        f"out of GPU memory running a batch of {len(items)} on {slot.device} "
-                        f"with nothing else loaded: {exc}"
-                    )
-                    return [gone] * len(items)
-                return [exc] * len(items)
-        raise AssertionError("unreachable")
 
     def _item(self, job: dict[str, Any]) -> Item:
         inputs = job["inputs"]
@@ -665,9 +557,3 @@ def _id_ranges(ids: list[int]) -> str:
 
 FLEET_MEMORY_S = 86_400.0  # runners seen this recently count as able to come back
 MEASURED_TTL_S = 30.0  # how long a runner trusts its copy of the measured costs
-MEASURE_EVERY_S = 5.0  # at most one batch-cost row per model this often
-
-
-def _is_oom(exc: BaseException) -> bool:
-    """A CUDA out-of-memory error (torch.cuda.OutOfMemoryError, or its message)."""
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
