@@ -24,7 +24,7 @@ from ingest.ingester import Ingester
 from runner import outputs
 from runner.loop import Runner
 from storage import objects
-from storage.errors import TransientError
+from storage.errors import InputError, TransientError
 from tests.pictures import disk_png
 
 
@@ -299,3 +299,18 @@ def test_manage_py_ingest_once_lists_a_bucket_inbox(
     again = subprocess.run(run, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
     assert f"3 new job object(s) in s3://{name}/inbox/" in first.stdout
     assert f"0 new job object(s) in s3://{name}/inbox/" in again.stdout
+
+
+def test_large_artifacts_go_through_multipart(aws: None) -> None:
+    name = f"gen3d-{uuid.uuid4().hex[:12]}"
+    objects.client().create_bucket(Bucket=name)
+    data = bytes(range(256)) * (objects.MULTIPART_THRESHOLD // 256 + 4096)  # just over 16 MiB
+    written = outputs.write_artifact(f"s3://{name}/out/1", "mesh.glb", data)
+    head = objects.client().head_object(Bucket=name, Key="out/1/mesh.glb")
+    assert head["ContentLength"] == len(data) == written.bytes
+    parts = head["ETag"].strip('"').rpartition("-")[2]
+    assert parts.isdigit() and int(parts) >= 2  # a multipart upload's ETag: md5-of-parts-N
+    assert head["ContentType"] == "model/gltf-binary"
+    assert objects.read(f"s3://{name}/out/1/mesh.glb", len(data)) == data
+    with pytest.raises(InputError, match="limit"):
+        objects.read(f"s3://{name}/out/1/mesh.glb", len(data) - 1)
