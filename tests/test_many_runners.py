@@ -8,7 +8,7 @@ import signal
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from db.engine import Database
 from db.models import job_events
@@ -23,6 +23,19 @@ def _events_per_job(db: Database, to_state: str) -> dict[int, int]:
                 .where(job_events.c.to_state == to_state)
                 .group_by(job_events.c.job_id)
             ).all()
+        )
+
+
+def _holding_pids(db: Database) -> list[int]:
+    """Pids of the runners that hold running jobs now."""
+    with db.read() as conn:
+        return list(
+            conn.execute(
+                text(
+                    "SELECT DISTINCT r.pid FROM jobs j JOIN runners r ON r.id = j.lease_owner"
+                    " WHERE j.state = 'running'"
+                )
+            ).scalars()
         )
 
 
@@ -43,12 +56,22 @@ def test_sigkill_mid_batch_loses_nothing_and_succeeds_each_job_once(
     ids = _enqueue(db, 2_000, sleep_s=0.003)
     procs = [_runner(db_url, "--until-idle") for _ in range(4)]
     _wait(lambda: _states(db).get("succeeded", 0) > 100)
-    time.sleep(random.uniform(0.0, 1.0))  # a random moment, mid-batch
-    victim = procs.pop(random.randrange(len(procs)))
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    killed_at = datetime.now(UTC)
-    procs.append(_runner(db_url, "--until-idle"))
+    time.sleep(random.uniform(0.0, 1.0))  # a random moment
+    # The victim is a runner holding a batch right now (a fast runner can get through
+    # the first hundred jobs while another is still importing: killing that one would
+    # test nothing).
+    by_pid = {p.pid: p for p in procs}
+    held_at_death = 0
+    while not held_at_death:  # it may finish its batch between our look and the kill
+        holders: list[int] = []
+        _wait(lambda: bool(holders.extend(_holding_pids(db)) or holders))  # noqa: B023
+        victim = by_pid.pop(random.choice(holders))
+        procs.remove(victim)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        killed_at = datetime.now(UTC)
+        held_at_death = _holding_pids(db).count(victim.pid)
+        procs.append(_runner(db_url, "--until-idle"))
     for p in procs:
         assert p.wait(timeout=600) == 0, _log(p)
     assert _states(db) == {"succeeded": len(ids)}
