@@ -32,6 +32,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.pickup
 	$(BIN)/python -m bench.scheduler --all
 	$(BIN)/python -m bench.queue
+	$(BIN)/python -m bench.s3_ingest --rate 30
 
 clean-var:
 	rm -rf var
