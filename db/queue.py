@@ -164,6 +164,22 @@ def enqueue_file(conn: Connection, new: list[NewJob], outputs_root: str) -> list
     ]
 
 
+def _event_rows(
+    rows: Any, from_state: str | None, to_state: Any, at: Any, runner: Any, detail: Any
+) -> Any:
+    """SELECT of job_events rows (EVENT_COLUMNS) for the jobs in ``rows`` (the jobs table
+    or a CTE of moved jobs), each row supplying its id and attempt."""
+    return select(
+        rows.c.id,
+        literal(from_state, String) if from_state else null(),
+        to_state if isinstance(to_state, ColumnElement) else literal(to_state, String),
+        at,
+        runner,
+        rows.c.attempts,
+        detail,
+    )
+
+
 def _record(
     conn: Connection,
     ids: list[int],
@@ -176,22 +192,10 @@ def _record(
     """One event per job, in one INSERT ... SELECT (the row supplies attempt/state)."""
     if not ids:
         return
-    to = to_state if isinstance(to_state, ColumnElement) else literal(to_state)
     det = detail if isinstance(detail, ColumnElement) else literal(detail, String)
-    conn.execute(
-        insert(job_events).from_select(
-            EVENT_COLUMNS,
-            select(
-                jobs.c.id,
-                literal(from_state, String) if from_state else null(),
-                to,
-                now_expr(conn),
-                literal(runner, String) if runner else null(),
-                jobs.c.attempts,
-                det,
-            ).where(jobs.c.id.in_(ids)),
-        )
-    )
+    who = literal(runner, String) if runner else null()
+    rows = _event_rows(jobs, from_state, to_state, now_expr(conn), who, det)
+    conn.execute(insert(job_events).from_select(EVENT_COLUMNS, rows.where(jobs.c.id.in_(ids))))
 
 
 # ---------------------------------------------------------------------------- demand
@@ -291,6 +295,10 @@ def _hot_params(conn: Connection, **values: Any) -> dict[str, Any]:
     return values
 
 
+# The runner and detail of a prebuilt statement's events, bound per call.
+_WHO_WHY = (bindparam("p_owner", type_=String), bindparam("p_detail", type_=String))
+
+
 def _with_events(dialect: str, moved: Any, from_state: str | None, to_state: str) -> Any:
     """``moved`` (an UPDATE ... RETURNING id, attempts, ...) plus its events: on
     PostgreSQL one statement; on SQLite the UPDATE alone (``_record_moved`` follows)."""
@@ -298,16 +306,7 @@ def _with_events(dialect: str, moved: Any, from_state: str | None, to_state: str
         return moved
     rows = moved.cte("moved")
     events = insert(job_events).from_select(
-        EVENT_COLUMNS,
-        select(
-            rows.c.id,
-            literal(from_state, String) if from_state else null(),
-            literal(to_state, String),
-            _clock(dialect),
-            bindparam("p_owner", type_=String),
-            rows.c.attempts,
-            bindparam("p_detail", type_=String),
-        ),
+        EVENT_COLUMNS, _event_rows(rows, from_state, to_state, _clock(dialect), *_WHO_WHY)
     )
     return select(rows).add_cte(events.cte("events"))
 
@@ -343,17 +342,9 @@ def _claim_stmt(dialect: str) -> Any:
 
 @functools.cache
 def _record_moved_stmt(dialect: str, from_state: str | None, to_state: str) -> Any:
+    rows = _event_rows(jobs, from_state, to_state, _clock(dialect), *_WHO_WHY)
     return insert(job_events).from_select(
-        EVENT_COLUMNS,
-        select(
-            jobs.c.id,
-            literal(from_state, String) if from_state else null(),
-            literal(to_state, String),
-            _clock(dialect),
-            bindparam("p_owner", type_=String),
-            jobs.c.attempts,
-            bindparam("p_detail", type_=String),
-        ).where(jobs.c.id.in_(bindparam("moved_ids", expanding=True))),
+        EVENT_COLUMNS, rows.where(jobs.c.id.in_(bindparam("moved_ids", expanding=True)))
     )
 
 
