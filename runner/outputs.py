@@ -8,7 +8,6 @@ same names in the same folder.
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +19,6 @@ import orjson
 
 from storage import objects
 from storage.errors import InputError
-from storage.local import write_atomic
 
 HOST = platform.node()
 MEDIA_TYPES = {
@@ -41,8 +39,8 @@ class Written:
     sha256: str
 
     def as_dict(self) -> dict[str, Any]:
-        media = MEDIA_TYPES.get(Path(self.name).suffix.lower(), "application/octet-stream")
-        return {"name": self.name, "bytes": self.bytes, "sha256": self.sha256, "media_type": media}
+        return {"name": self.name, "bytes": self.bytes, "sha256": self.sha256,
+                "media_type": _media(self.name)}  # fmt: skip
 
 
 class AlreadyPublished(Exception):
@@ -50,11 +48,7 @@ class AlreadyPublished(Exception):
 
 
 def write_artifact(folder: str | Path, name: str, data: bytes) -> Written:
-    folder = str(folder)
-    if objects.is_s3(folder):
-        objects.write(objects.join(folder, name), data, content_type=_media(name))
-    else:
-        write_atomic(os.path.join(folder, name), data)
+    objects.write(objects.join(str(folder), name), data, content_type=_media(name))
     return Written(name, len(data), hashlib.sha256(data).hexdigest())
 
 
@@ -132,37 +126,43 @@ def write_manifest(folder: str | Path, doc: dict[str, Any]) -> None:
     # orjson: the stdlib encoder falls back to pure Python whenever it indents, and that
     # was a quarter of a no-work job's cost in bench/queue.py.
     data = orjson.dumps(doc, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-    folder = str(folder)
-    if not objects.is_s3(folder):
-        write_atomic(os.path.join(folder, "manifest.json"), data)
+    uri = objects.join(str(folder), "manifest.json")
+    if not objects.is_s3(uri):
+        objects.write(uri, data)
         return
     # On S3 a published result is never replaced: the first succeeded manifest wins
-    # (If-None-Match: *); an error manifest may be replaced, but only the one we read
+    # (If-None-Match: *); an error manifest may be replaced, but only the version we read
     # (If-Match), so two writers cannot both think they replaced it.
-    uri = objects.join(folder, "manifest.json")
     try:
         objects.write(uri, data, if_absent=True, content_type="application/json")
         return
     except objects.Conflict:
         pass
-    current = objects.head(uri)
-    if current is None or published(folder):
+    current = _current(uri)
+    if current is None or current[0]:
         raise AlreadyPublished(f"{uri} holds a succeeded manifest already")
-    objects.write(uri, data, if_match=current.etag, content_type="application/json")
+    objects.write(uri, data, if_match=current[1], content_type="application/json")
 
 
 def published(folder: str | Path) -> bool:
     """Whether the folder holds a succeeded manifest (S3: an earlier attempt's result,
     which a re-run must not overwrite)."""
-    uri = objects.join(str(folder), "manifest.json")
-    if objects.head(uri) is None:
-        return False
+    current = _current(objects.join(str(folder), "manifest.json"))
+    return current is not None and current[0]
+
+
+def _current(uri: str) -> tuple[bool, str] | None:
+    """(whether it says succeeded, its ETag) of the manifest there now, in one read;
+    None when there is none."""
     try:
-        return bool(
-            orjson.loads(objects.read(uri, 1 << 24, what="manifest")).get("state") == "succeeded"
-        )
-    except (orjson.JSONDecodeError, InputError):
-        return False
+        data, info = objects.read_info(uri, 1 << 24, what="manifest")
+    except InputError:
+        return None
+    try:
+        succeeded = orjson.loads(data).get("state") == "succeeded"
+    except orjson.JSONDecodeError:
+        succeeded = False
+    return succeeded, info.etag
 
 
 def _media(name: str) -> str:
