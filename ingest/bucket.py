@@ -158,43 +158,39 @@ class BucketIngester:
             )
         return len(done)
 
-    def _wanted(self, bucket: str, key: str) -> str | None:
-        """The object's URI if it is a job file of this inbox (else: nothing to do)."""
+    def _wanted(self, bucket: str, key: str) -> objects.ObjectInfo | None:
+        """The object if it is a job file of this inbox (else: nothing to do). Its ETag
+        comes from the GET that reads it, not from the event."""
         if bucket != self.bucket or not key.startswith(self.key_prefix) or not is_job_key(key):
             return None  # a picture, an output, another prefix
-        return f"s3://{bucket}/{key}"
+        return _unread(f"s3://{bucket}/{key}")
 
-    def _ingest_many(
-        self, uris: list[str | None], infos: list[objects.ObjectInfo] | None = None
-    ) -> list[str]:
+    def _ingest_many(self, infos: list[objects.ObjectInfo | None]) -> list[str]:
         """Read the objects side by side (S3 round trips dominate), commit all their rows in
         one transaction. Per object its status: "skip" (not a job file of this inbox),
         "retry" (leave its event for a redelivery), else the ingest result's status."""
-        given = iter(infos or [objects.ObjectInfo(u, "", "", 0) for u in uris if u])
-        pairs = [(u, next(given) if u else None) for u in uris]
 
-        def read(pair: tuple[str | None, objects.ObjectInfo | None]) -> Any:
-            uri, info = pair
+        def read(info: objects.ObjectInfo | None) -> Any:
             if info is None:
                 return None
             try:
                 return self.ingester.read_object(info)
             except TransientError as exc:
-                log.warning("%s: %s; the event will be redelivered", uri, exc)
+                log.warning("%s: %s; the event will be redelivered", info.uri, exc)
                 return exc
 
-        got = list(self._pool.map(read, pairs))
+        got = list(self._pool.map(read, infos))
         ready = [g for g in got if isinstance(g, tuple)]
         committed = iter(self.ingester.commit_objects(ready) if ready else [])
         out = []
-        for uri, g in zip(uris, got, strict=True):
-            if uri is None:
+        for info, g in zip(infos, got, strict=True):
+            if info is None:
                 out.append("skip")
             elif isinstance(g, TransientError):
                 out.append("retry")
             else:
                 result = next(committed) if isinstance(g, tuple) else g
-                self._settled(uri, result)
+                self._settled(info.uri, result)
                 out.append(result.status)
         return out
 
@@ -208,7 +204,7 @@ class BucketIngester:
 
     def _retry_deferred(self) -> None:
         if self._deferred:
-            self._ingest_many(list(self._deferred))
+            self._ingest_many([_unread(uri) for uri in self._deferred])
 
     # ------------------------------------------------------------------ listing
 
@@ -249,7 +245,7 @@ class BucketIngester:
         made = 0
         for start in range(0, len(todo), COMMIT_EVERY):
             chunk = todo[start : start + COMMIT_EVERY]
-            made += self._ingest_many([i.uri for i in chunk], chunk).count("enqueued")
+            made += self._ingest_many(list(chunk)).count("enqueued")
         return made
 
     def _checkpoint(self, source: str) -> str | None:
@@ -259,3 +255,8 @@ class BucketIngester:
     def _save_checkpoint(self, source: str, start_after: str | None) -> None:
         with self.ingester.db.write() as conn:
             cursors.save(conn, source, start_after)
+
+
+def _unread(uri: str) -> objects.ObjectInfo:
+    """An object known by its URI alone; reading it fills in the rest."""
+    return objects.ObjectInfo(uri, "", "", 0)
