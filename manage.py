@@ -307,6 +307,11 @@ def _job_doc(job: dict[str, Any]) -> dict[str, Any]:
         "entry": job["source_entry"] if job["source_entry"] >= 0 else None,
         "error": job["error"],
         "outputs": job["outputs_uri"],
+        **(
+            {"stage": job["stage"] + 1, "stages": job["stages"], "parent_id": job["parent_id"]}
+            if job["stages"] > 1
+            else {}
+        ),
         "created_at": job["created_at"],
         "started_at": job["started_at"],
         "finished_at": job["finished_at"],
@@ -339,22 +344,39 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _rows(jobs: list[dict[str, Any]]) -> list[list[str]]:
-    rows = []
+    """One line per job; a chain of stages is one line: its ids and tasks joined with '>',
+    the state of the stage it is at (the first that has not succeeded) with its number."""
+    by_id = {j["id"]: j for j in jobs}
+
+    def first(j: dict[str, Any]) -> int:
+        while j["parent_id"] in by_id:
+            j = by_id[j["parent_id"]]
+        return int(j["id"])
+
+    chains: dict[int, list[dict[str, Any]]] = {}
     for j in jobs:
+        chains.setdefault(first(j), []).append(j)
+    rows = []
+    for stages in chains.values():
+        stages.sort(key=lambda j: j["stage"])
+        at = next((j for j in stages if j["state"] != "succeeded"), stages[-1])
+        j = stages[0]
         src = Path(j["source_uri"]).name + (
             f"#{j['source_entry']}" if j["source_entry"] >= 0 else ""
         )
-        err = (j["error"] or "").splitlines()[0][:70] if j["error"] else ""
+        err = (at["error"] or "").splitlines()[0][:70] if at["error"] else ""
+        state = at["state"] + (f" {at['stage'] + 1}/{at['stages']}" if at["stages"] > 1 else "")
+        done = [s for s in stages if s["outputs_uri"]]
         rows.append(
             [
-                str(j["id"]),
+                ">".join(str(s["id"]) for s in stages),
                 (j["name"] or "")[:24],
-                j["task"],
-                j["model"],
-                j["state"],
-                _seconds(j),
+                ">".join(s["task"] for s in stages),
+                at["model"],
+                state,
+                _seconds(at),
                 src,
-                j["outputs_uri"] or "",
+                (done[-1]["outputs_uri"] if done else None) or "",
                 err,
             ]
         )

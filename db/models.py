@@ -97,7 +97,12 @@ jobs = Table(
     Column("outputs_uri", Text),
     # How many times a runner died holding this job (its lease expired and was reaped).
     Column("lost_count", Integer, nullable=False, server_default="0"),
-    UniqueConstraint("source_uri", "source_sha256", "source_entry"),
+    # Chained stages ('then'): stage k of an entry's chain of ``stages`` rows waits for
+    # its parent (stage k-1) to succeed and takes the parent's mesh as its input.
+    Column("parent_id", BigId, ForeignKey("jobs.id")),
+    Column("stage", Integer, nullable=False, server_default="0"),
+    Column("stages", Integer, nullable=False, server_default="1"),
+    UniqueConstraint("source_uri", "source_sha256", "source_entry", "stage"),
     CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in STATES) + ")", name="state_known"),
 )
 
@@ -117,6 +122,12 @@ Index(
     sqlite_where=text("state = 'running'"),
 )
 Index("ix_jobs_state", jobs.c.state)
+Index(
+    "ix_jobs_parent_id",
+    jobs.c.parent_id,
+    postgresql_where=text("parent_id IS NOT NULL"),
+    sqlite_where=text("parent_id IS NOT NULL"),
+)
 
 job_events = Table(
     "job_events",

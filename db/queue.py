@@ -64,7 +64,9 @@ def now(conn: Connection) -> datetime:
 
 @dataclass
 class NewJob:
-    """One row to create. ``state`` is ``queued`` or ``rejected`` (with ``error``)."""
+    """One row to create. ``state`` is ``queued`` or ``rejected`` (with ``error``), or
+    ``waiting`` for stage ``stage`` > 0 of a chain: its parent is the same entry's row
+    of the stage before."""
 
     task: str
     model: str
@@ -81,6 +83,8 @@ class NewJob:
     spec: Any = None
     max_attempts: int = 3
     error: str | None = None
+    stage: int = 0
+    stages: int = 1
 
 
 @dataclass(frozen=True)
@@ -89,14 +93,16 @@ class Enqueued:
     source_entry: int
     state: str
     created: bool  # False: this (source, content, entry) was ingested before
+    stage: int = 0
 
 
 def enqueue_file(conn: Connection, new: list[NewJob], outputs_root: str) -> list[Enqueued]:
     """Create the rows of one source file, idempotently.
 
-    The unique key (source_uri, source_sha256, source_entry) makes a re-scan, a
+    The unique key (source_uri, source_sha256, source_entry, stage) makes a re-scan, a
     duplicate event or a restart a no-op: the existing rows are returned instead.
-    ``outputs_root`` (ending in '/') fixes rejected rows' error-manifest folder.
+    ``outputs_root`` (ending in '/') fixes rejected rows' error-manifest folder. The
+    stages of a chain are linked to their parents in the same transaction.
     """
     if not new:
         return []
@@ -104,16 +110,19 @@ def enqueue_file(conn: Connection, new: list[NewJob], outputs_root: str) -> list
     if any(j.source_uri != uri or j.source_sha256 != sha for j in new):
         raise ValueError("enqueue_file takes the jobs of one source file")
 
-    def existing() -> dict[int, tuple[int, str]]:
+    def existing() -> dict[tuple[int, int], tuple[int, str]]:
         rows = conn.execute(
-            select(jobs.c.source_entry, jobs.c.id, jobs.c.state).where(
+            select(jobs.c.source_entry, jobs.c.stage, jobs.c.id, jobs.c.state).where(
                 jobs.c.source_uri == uri, jobs.c.source_sha256 == sha
             )
         )
-        return {r.source_entry: (r.id, r.state) for r in rows}
+        return {(r.source_entry, r.stage): (r.id, r.state) for r in rows}
+
+    def key(j: NewJob) -> tuple[int, int]:
+        return j.source_entry, j.stage
 
     before = existing()
-    todo = [j for j in new if j.source_entry not in before]
+    todo = [j for j in new if key(j) not in before]
     if todo:
         ts = now(conn)  # the database's clock, the one claim() compares against
         values = [
@@ -136,29 +145,38 @@ def enqueue_file(conn: Connection, new: list[NewJob], outputs_root: str) -> list
                 "created_at": ts,
                 "finished_at": ts if j.state == "rejected" else None,
                 "error": j.error,
+                "stage": j.stage,
+                "stages": j.stages,
             }
             for j in todo
         ]
         dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         stmt = dialect_insert(jobs).on_conflict_do_nothing(
-            index_elements=["source_uri", "source_sha256", "source_entry"]
+            index_elements=["source_uri", "source_sha256", "source_entry", "stage"]
         )
         conn.execute(stmt, values)
     after = existing()
-    created = [after[j.source_entry][0] for j in todo if j.source_entry in after]
+    created = [after[key(j)][0] for j in todo if key(j) in after]
     if created:
         conn.execute(
             update(jobs)
             .where(jobs.c.id.in_(created), jobs.c.state == "rejected")
             .values(outputs_uri=literal(outputs_root + "rejected/") + cast(jobs.c.id, String))
         )
+        for j in todo:
+            if j.stage > 0:
+                parent = after[(j.source_entry, j.stage - 1)][0]
+                conn.execute(
+                    update(jobs).where(jobs.c.id == after[key(j)][0]).values(parent_id=parent)
+                )
         _record(conn, created, None, jobs.c.state, runner=None, detail=jobs.c.error)
     return [
         Enqueued(
-            id=after[j.source_entry][0],
+            id=after[key(j)][0],
             source_entry=j.source_entry,
-            state=after[j.source_entry][1],
-            created=j.source_entry not in before,
+            state=after[key(j)][1],
+            created=key(j) not in before,
+            stage=j.stage,
         )
         for j in new
     ]
@@ -267,6 +285,7 @@ CLAIMED = (
     "id", "name", "task", "model", "state", "priority", "params", "seed", "output_format", "inputs",
     "source_uri", "source_entry", "source_sha256", "attempts", "max_attempts",
     "created_at", "started_at", "lease_owner", "lease_expires_at", "outputs_uri",
+    "parent_id", "stage", "stages",
 )  # fmt: skip
 
 
@@ -476,12 +495,102 @@ def fail(
             lease_expires_at=None,
             error=error,
         )
-        .returning(jobs.c.state)
+        .returning(jobs.c.state, jobs.c.stage, jobs.c.stages)
     ).first()
     if row is None:
         return None
     _record(conn, [job_id], "running", row.state, runner=owner, detail=detail or error)
+    if row.state == "failed" and row.stage < row.stages - 1:
+        end_descendants(conn, [job_id])
     return str(row.state)
+
+
+# ---------------------------------------------------------------------------- chains
+
+
+def promote(conn: Connection, meshes: dict[int, str]) -> list[int]:
+    """Queue the waiting next stage of each succeeded job in ``meshes`` ({parent id: URI
+    of its output mesh}), with that mesh as its input. Returns the ids queued."""
+    if not meshes:
+        return []
+    children = conn.execute(
+        select(jobs.c.id, jobs.c.parent_id, jobs.c.inputs).where(
+            jobs.c.parent_id.in_(meshes), jobs.c.state == "waiting"
+        )
+    ).all()
+    clock = now_expr(conn)
+    queued = []
+    for child in children:
+        inputs = {**(child.inputs or {}), "mesh": meshes[child.parent_id]}
+        moved = conn.execute(
+            update(jobs)
+            .where(jobs.c.id == child.id, jobs.c.state == "waiting")
+            .values(state="queued", inputs=inputs, run_after=clock)
+        ).rowcount
+        if moved:
+            queued.append(child.id)
+            _record(conn, [child.id], "waiting", "queued", runner=None,
+                    detail=f"job {child.parent_id} succeeded")  # fmt: skip
+    return queued
+
+
+def end_descendants(conn: Connection, ids: list[int], to: str = "failed") -> list[int]:
+    """End the later stages of jobs that ended for good (failed, cancelled) with the
+    reason "stage N (task) failed: ..." so a chain never waits forever. Returns their ids."""
+    if not ids:
+        return []
+    ended: list[int] = []
+    reasons = {
+        r.id: f"stage {r.stage + 1} ({r.task}) "
+        + ("was cancelled" if r.state == "cancelled" else "failed")
+        + (f": {r.error}" if r.error else "")
+        for r in conn.execute(
+            select(jobs.c.id, jobs.c.stage, jobs.c.task, jobs.c.state, jobs.c.error).where(
+                jobs.c.id.in_(ids), jobs.c.stage < jobs.c.stages - 1
+            )
+        )
+    }
+    clock = now_expr(conn)
+    while reasons:
+        children = conn.execute(
+            select(jobs.c.id, jobs.c.parent_id).where(
+                jobs.c.parent_id.in_(reasons), jobs.c.state == "waiting"
+            )
+        ).all()
+        following: dict[int, str] = {}
+        for child in children:
+            reason = reasons[child.parent_id]
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == child.id, jobs.c.state == "waiting")
+                .values(state=to, error=reason, finished_at=clock)
+            )
+            _record(conn, [child.id], "waiting", to, runner=None, detail=reason)
+            following[child.id] = reason
+            ended.append(child.id)
+        reasons = following
+    return ended
+
+
+def chain(conn: Connection, job_id: int) -> list[dict[str, Any]]:
+    """Every stage of the chain ``job_id`` belongs to, first stage first."""
+    row = conn.execute(
+        select(jobs.c.source_uri, jobs.c.source_sha256, jobs.c.source_entry).where(
+            jobs.c.id == job_id
+        )
+    ).first()
+    if row is None:
+        return []
+    rows = conn.execute(
+        select(jobs)
+        .where(
+            jobs.c.source_uri == row.source_uri,
+            jobs.c.source_sha256 == row.source_sha256,
+            jobs.c.source_entry == row.source_entry,
+        )
+        .order_by(jobs.c.stage)
+    )
+    return [dict(r._mapping) for r in rows]
 
 
 # ---------------------------------------------------------------------------- read
@@ -576,6 +685,7 @@ def reap(conn: Connection, *, max_runner_deaths: int) -> dict[int, str]:
             conn, [job_id], "running", state, runner=None,
             detail=f"lease expired: runner {owners[job_id]} stopped heartbeating",
         )  # fmt: skip
+    end_descendants(conn, [i for i, state in result.items() if state == "failed"])
     return result
 
 
@@ -621,12 +731,55 @@ def cancel(conn: Connection, ids: list[int]) -> dict[int, tuple[bool, str]]:
     at the next heartbeat and abandons it; its late result is never recorded."""
     values = {"state": "cancelled", "finished_at": now_expr(conn), "lease_owner": None,
               "lease_expires_at": None}  # fmt: skip
-    return _admin(conn, ids, CANCELLABLE, values, "cancelled", "cancelled by an admin")
+    result = _admin(conn, ids, CANCELLABLE, values, "cancelled", "cancelled by an admin")
+    end_descendants(conn, [i for i, (moved, _) in result.items() if moved], to="cancelled")
+    return result
 
 
 def retry(conn: Connection, ids: list[int]) -> dict[int, tuple[bool, str]]:
     """Queue failed or cancelled jobs again with fresh attempts (not rejected ones: their
-    input is invalid and would be rejected again)."""
+    input is invalid and would be rejected again). The later stages of a retried job
+    wait for it again; a stage whose earlier stage has not succeeded is not retried."""
+    blocked = {
+        i: (False, f"{state} (waits for job {pid}: retry that one)")
+        for i, pid, state in _parents_of(conn, ids)
+        if state != "succeeded"
+    }
     values = {"state": "queued", "run_after": now_expr(conn), "attempts": 0, "lost_count": 0,
               "error": None, "finished_at": None}  # fmt: skip
-    return _admin(conn, ids, RETRYABLE, values, "queued", "retried by an admin")
+    result = _admin(conn, [i for i in ids if i not in blocked], RETRYABLE, values, "queued",
+                    "retried by an admin")  # fmt: skip
+    _wait_again(conn, [i for i, (moved, _) in result.items() if moved])
+    return {i: blocked.get(i) or result[i] for i in ids}
+
+
+def _parents_of(conn: Connection, ids: list[int]) -> list[tuple[int, int, str]]:
+    """(job id, parent id, parent state) of the jobs in ``ids`` that have a parent."""
+    parent = jobs.alias("parent")
+    rows = conn.execute(
+        select(jobs.c.id, parent.c.id, parent.c.state)
+        .join_from(jobs, parent, parent.c.id == jobs.c.parent_id)
+        .where(jobs.c.id.in_(ids))
+    )
+    return [(a, b, c) for a, b, c in rows]
+
+
+def _wait_again(conn: Connection, ids: list[int]) -> None:
+    """The later stages that a retried job's failure had ended wait for it again."""
+    frontier = list(ids)
+    while frontier:
+        later = conn.execute(
+            select(jobs.c.id, jobs.c.state).where(
+                jobs.c.parent_id.in_(frontier), jobs.c.state.in_(RETRYABLE)
+            )
+        ).all()
+        for state in {r.state for r in later}:
+            group = [r.id for r in later if r.state == state]
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(group), jobs.c.state == state)
+                .values(state="waiting", attempts=0, lost_count=0, error=None, finished_at=None)
+            )
+            _record(conn, group, state, "waiting", runner=None,
+                    detail="an earlier stage was retried")  # fmt: skip
+        frontier = [r.id for r in later]

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, bindparam, text
 _SUMMARY = """
 SELECT s.id, s.task, s.model, s.state, s.priority, s.attempts, s.source,
        s.created_at, s.started_at, s.finished_at, s.wait_s, s.run_s, s.error,
-       j.name, j.source_uri, j.source_entry, j.outputs_uri
+       j.name, j.source_uri, j.source_entry, j.outputs_uri, j.parent_id, j.stage, j.stages
 FROM job_summary s JOIN jobs j ON j.id = s.id
 """
 
