@@ -46,7 +46,10 @@ class Item:
     prompt: str | None = None
     images: list[bytes] = field(default_factory=list)
     image_names: list[str] = field(default_factory=list)
-    mesh: bytes | None = None
+    # The input mesh, read and checked (storage.meshes.load_mesh): one trimesh.Trimesh,
+    # its scene's transforms applied, its visuals (UVs, texture) kept, its frame as stored
+    # (DESIGN.md's glTF frame for meshes this system made; an STL may well be Z-up).
+    mesh: Any = None
     mesh_name: str | None = None
 
 
@@ -67,6 +70,10 @@ class Result:
 
     mesh: Any = None
     artifacts: list[Artifact] = field(default_factory=list)
+    # The artifact that is this stage's mesh when the adapter wrote it itself (e.g.
+    # "rigged.glb", which carries a skin trimesh cannot export); the runner then writes
+    # no mesh.<ext>, and a chained stage takes this file as its input.
+    mesh_artifact: str | None = None
     preview_rgb: Any = None  # optional (H, W, 3) uint8 overriding the default render
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -78,6 +85,9 @@ class Adapter:
     # Which job inputs the model can use ("image", "prompt", "mesh"); checked at ingest
     # so that, say, a prompt-only job for an image-only model is rejected up front.
     accepts: ClassVar[tuple[str, ...]] = ("image",)
+    # Which of those a job must give (e.g. texturing needs both a mesh and a picture);
+    # a chained stage gets its mesh from the stage before and the job's own picture.
+    requires: ClassVar[tuple[str, ...]] = ()
     Params: ClassVar[type[BaseModel]] = NoParams
     version: ClassVar[str] = "0"
 
@@ -93,9 +103,20 @@ class Adapter:
     def run_batch(self, items: list[Item]) -> list[Result | BaseException]:
         """Run every item; a per-item failure is returned in its slot, not raised.
 
-        Raise only when the whole batch is lost (e.g. the device fell over).
+        Raise only when the whole batch is lost (e.g. the device fell over). The default
+        runs ``run_one`` per item, for models that gain nothing from batching; a model
+        that batches on its device overrides this instead.
         """
-        raise NotImplementedError
+        out: list[Result | BaseException] = []
+        for item in items:
+            try:
+                out.append(self.run_one(item))
+            except Exception as exc:  # noqa: BLE001 - one bad input spoils only its slot
+                out.append(exc)
+        return out
+
+    def run_one(self, item: Item) -> Result:
+        raise NotImplementedError(f"{type(self).__name__} implements neither run_batch nor run_one")
 
     def unload(self) -> None:
         self.device = None

@@ -60,7 +60,7 @@ def foreground_mask(rgba: np.ndarray, *, tolerance: float = BORDER_TOLERANCE) ->
     if (alpha < ALPHA_CUT).mean() >= MIN_TRANSPARENT_SHARE:
         mask = alpha >= ALPHA_CUT
         if not mask.any():
-            raise InputError("picture is fully transparent: no foreground to inflate")
+            raise InputError("picture is fully transparent: no subject to find")
     else:
         mask = _mask_from_border_colour(rgba[..., :3], tolerance)
     if mask.mean() > MAX_FOREGROUND_SHARE:
@@ -71,7 +71,7 @@ def foreground_mask(rgba: np.ndarray, *, tolerance: float = BORDER_TOLERANCE) ->
     mask = _drop_specks(mask)
     if mask.sum() < MIN_FOREGROUND_PX:
         raise InputError(
-            f"foreground is too small to inflate ({int(mask.sum())} pixels;"
+            f"the subject is too small ({int(mask.sum())} pixels;"
             f" at least {MIN_FOREGROUND_PX} needed)"
         )
     return mask | _small_holes(mask)
@@ -386,16 +386,7 @@ class InflateAdapter(Adapter):
     Params = InflateParams
     version = "1"
 
-    def run_batch(self, items: list[Item]) -> list[Result | BaseException]:
-        out: list[Result | BaseException] = []
-        for item in items:
-            try:
-                out.append(self._one(item))
-            except Exception as exc:  # noqa: BLE001 - one bad picture spoils only its slot
-                out.append(exc)
-        return out
-
-    def _one(self, item: Item) -> Result:
+    def run_one(self, item: Item) -> Result:
         if not item.images:
             raise InputError("builtin-inflate needs an image; it cannot use a text prompt alone")
         params = InflateParams.model_validate(item.params)

@@ -26,11 +26,8 @@ class NoopAdapter(Adapter):
     Params = NoopParams
     version = "1"
 
-    def run_batch(self, items: list[Item]) -> list[Result | BaseException]:
-        out: list[Result | BaseException] = []
-        for item in items:
-            sleep_s = NoopParams.model_validate(item.params).sleep_s
-            if sleep_s:
-                time.sleep(sleep_s)
-            out.append(Result(info={"slept_s": sleep_s}))
-        return out
+    def run_one(self, item: Item) -> Result:
+        sleep_s = NoopParams.model_validate(item.params).sleep_s
+        if sleep_s:
+            time.sleep(sleep_s)
+        return Result(info={"slept_s": sleep_s})

@@ -33,8 +33,8 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from adapters.base import Item, Result  # noqa: E402
 from adapters.builtin_inflate import InflateAdapter  # noqa: E402
-from runner.outputs import export_mesh  # noqa: E402
 from runner.preview import render  # noqa: E402
+from storage.meshes import export_mesh  # noqa: E402
 
 
 def character_png(size: int) -> bytes:
@@ -86,7 +86,7 @@ def run(repeat: int) -> list[dict[str, Any]]:
 
         infer_s, res = _median_s(infer, repeat)
         preview_s, _ = _median_s(lambda res=res: render(res.mesh), repeat)
-        export_s, glb = _median_s(lambda res=res: export_mesh(res.mesh, "glb"), repeat)
+        export_s, glb = _median_s(lambda res=res: export_mesh(res.mesh, "glb")["mesh.glb"], repeat)
         rows.append(
             {
                 "picture_px": size,

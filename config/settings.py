@@ -71,6 +71,8 @@ class RunnerSettings(_Section):
 class Limits(_Section):
     max_picture_bytes: int = Field(50 * 2**20, gt=0)
     max_picture_pixels: int = Field(40_000_000, gt=0)
+    max_mesh_bytes: int = Field(200 * 2**20, gt=0)  # a mesh input with the files it refers to
+    max_mesh_faces: int = Field(2_000_000, gt=0)
 
 
 class Settings(_Section):

@@ -34,8 +34,9 @@ from runner.preview import png_bytes, render
 from runner.residency import Residency
 from storage import objects
 from storage.errors import InputError, TransientError
+from storage.meshes import export_mesh
 from storage.objects import StorageError
-from storage.uris import display_name, read_uri
+from storage.uris import display_name, read_mesh, read_uri
 
 log = logging.getLogger("gen3d.runner")
 T = TypeVar("T")
@@ -62,10 +63,19 @@ class RunStats:
 
 
 @dataclass
+class _Doomed:
+    """A model whose queued jobs cannot run anywhere: they fail with ``error``."""
+
+    model: str
+    error: Exception
+
+
+@dataclass
 class _Outcome:
     job: dict[str, Any]
     error: BaseException | None = None
     written: list[outputs.Written] = field(default_factory=list)
+    mesh_uri: str | None = None  # the stage's output mesh, a chained stage's input
     abandoned: bool = False  # taken from this runner meanwhile (cancelled, reaped)
 
 
@@ -93,7 +103,6 @@ class Runner:
         self._measured: dict[str, costs.MeasuredCost] = {}
         self._measured_at = -math.inf
         self._warned: set[str] = set()
-        self._impossible: dict[str, str] = {}  # model -> why no runner can run it
         self.residency = Residency(self.id, self.slots, self._persist)
         self.stats = RunStats()
         # The batch in hand, and those of its jobs the last heartbeat found taken away.
@@ -236,15 +245,18 @@ class Runner:
         # skip the demand query (a GROUP BY over the queue) until the plan expires.
         plan = self._plan if self._plan and time.monotonic() < self._plan[1] else None
         decision: planner.Decision | None = None
+        doomed: Exception | None = None
         if plan is not None:
             slot, model_id = plan[2], plan[0]
         else:
             chosen = self._choose()
             if chosen is None:
                 return 0
-            slot, decision = chosen
-            model_id = decision.model
-            if decision.reason not in ("unknown", "impossible"):  # those are answered once
+            if isinstance(chosen, _Doomed):  # answered once: its jobs fail below
+                slot, model_id, doomed = self.slots[0], chosen.model, chosen.error
+            else:
+                slot, decision = chosen
+                model_id = decision.model
                 until = time.monotonic() + self.settings.runner.plan_interval_s
                 self._plan = (model_id, until, slot)
         spec = self.registry.models.get(model_id)
@@ -270,10 +282,8 @@ class Runner:
         self.stats.claimed += len(jobs)
         self.stats.batches += 1
         self.stats.job_ids.extend(j["id"] for j in jobs)
-        if spec is None or (decision is not None and decision.reason == "impossible"):
-            gone: Exception = InputError(f"model {model_id!r} is not in the registry any more")
-            if spec is not None:
-                gone = ModelUnavailable(self._impossible.get(model_id, "no GPU can hold it"))
+        if spec is None or doomed is not None:
+            gone = doomed or InputError(f"model {model_id!r} is not in the registry any more")
             self._record([_Outcome(j, gone) for j in jobs], model={"id": model_id}, timings={})
         else:
             self._run_batch(spec, jobs, slot, decision.evict if decision else ())
@@ -291,10 +301,10 @@ class Runner:
     def unload_all(self) -> None:
         self.residency.unload_all()
 
-    def _choose(self) -> tuple[placement.Slot, planner.Decision] | None:
+    def _choose(self) -> tuple[placement.Slot, planner.Decision] | _Doomed | None:
         """Read the queue's demand (and, every half minute, the measured costs) and ask
-        the planner for the next batch; a model not in the registry is answered at once
-        (its jobs fail), so it cannot block the queue."""
+        the planner for the next batch; a model not in the registry, or too big for any
+        GPU seen, is answered at once (its jobs fail), so it cannot block the queue."""
         rs = self.settings.runner
         with self.db.read() as conn:
             demand = queue.demand(conn)
@@ -307,8 +317,7 @@ class Runner:
         specs = self.registry.models
         for d in demand:
             if d.model not in specs and d.ready:
-                cpu = self.slots[0]
-                return cpu, planner.Decision(cpu.id, d.model, d.ready, load=False, reason="unknown")
+                return _Doomed(d.model, InputError(f"model {d.model!r} is not in the registry"))
         model_costs = {
             m: placement.cost_of(spec, self._measured.get(m)) for m, spec in specs.items()
         }
@@ -320,14 +329,10 @@ class Runner:
             if fleet_gpu_mb is None or fleet_gpu_mb < need:
                 # No runner seen in a day has a GPU that could hold it: fail its jobs with
                 # the reason rather than leave them queued forever.
-                self._impossible[model_id] = (
+                return _Doomed(model_id, ModelUnavailable(
                     f"model {model_id!r} cannot run here ({why}) and no runner seen in the "
                     f"last day has a GPU with {need:,.0f} MiB; start a runner on such a GPU"
-                )
-                cpu = self.slots[0]
-                return cpu, planner.Decision(
-                    cpu.id, model_id, waiting[model_id], load=False, reason="impossible"
-                )
+                ))  # fmt: skip
             if model_id not in self._warned:
                 self._warned.add(model_id)
                 log.warning("not running %s here: %s (another runner may)", model_id, why)
@@ -385,6 +390,7 @@ class Runner:
         inputs = job["inputs"]
         limits = self.settings.limits
         images = inputs.get("images", [])
+        mesh_uri = inputs.get("mesh")
         return Item(
             job_id=job["id"],
             task=job["task"],
@@ -393,7 +399,10 @@ class Runner:
             prompt=inputs.get("prompt"),
             images=[read_uri(u, limits.max_picture_bytes, what="image") for u in images],
             image_names=[display_name(u) for u in images],
-        )
+            mesh=read_mesh(mesh_uri, max_bytes=limits.max_mesh_bytes,
+                           max_faces=limits.max_mesh_faces) if mesh_uri else None,
+            mesh_name=display_name(mesh_uri) if mesh_uri else None,
+        )  # fmt: skip
 
     def _write(
         self,
@@ -411,21 +420,18 @@ class Runner:
         t0 = time.perf_counter()
         folder = job["outputs_uri"]
         try:
-            if objects.is_s3(folder) and outputs.published(folder):
+            if job["attempts"] > 1 and objects.is_s3(folder) and outputs.published(folder):
                 # An earlier attempt published its result and died before recording it.
                 log.info("job %d: outputs already published at %s; keeping them", job["id"], folder)
-                return _Outcome(job, None, [])
-            written = []
-            stats = None
-            if res.mesh is not None:
+                return _Outcome(job, None, [], _mesh_uri(folder, _published_mesh(folder)))
+            files = {a.name: a.data for a in res.artifacts}
+            mesh_name = res.mesh_artifact
+            if res.mesh is not None and mesh_name is None:
                 fmt = job["output_format"]
-                written.append(
-                    outputs.write_artifact(
-                        folder, f"mesh.{fmt}", outputs.export_mesh(res.mesh, fmt)
-                    )
-                )
-                stats = outputs.mesh_stats(res.mesh)
-            written += [outputs.write_artifact(folder, a.name, a.data) for a in res.artifacts]
+                files = {**export_mesh(res.mesh, fmt), **files}  # e.g. mesh.obj, .mtl, texture
+                mesh_name = f"mesh.{fmt}"
+            written = [outputs.write_artifact(folder, n, data) for n, data in files.items()]
+            stats = outputs.mesh_stats(res.mesh) if res.mesh is not None else None
             preview = res.preview_rgb
             if preview is None and res.mesh is not None:
                 preview = render(res.mesh)
@@ -444,15 +450,26 @@ class Runner:
                 timings=timings,
                 runner=self.id,
                 mesh=stats,
+                mesh_artifact=mesh_name,
+                chain=self._chain(job),
                 info=res.info,
             )
             outputs.write_manifest(folder, doc)
         except outputs.AlreadyPublished:
             log.warning("job %d: another attempt published first; its result stands", job["id"])
-            return _Outcome(job, None, [])
+            return _Outcome(job, None, [], _mesh_uri(folder, _published_mesh(folder)))
         except Exception as exc:  # noqa: BLE001 - e.g. disk full: retried
             return _Outcome(job, exc)
-        return _Outcome(job, None, written)
+        return _Outcome(job, None, written, _mesh_uri(folder, mesh_name))
+
+    def _chain(self, job: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The stages of the job's chain, for its manifest (None: not a chain)."""
+        if job["stages"] <= 1:
+            return None
+        with self.db.read() as conn:
+            stages = queue.chain(conn, job["id"])
+        return [{"stage": j["stage"] + 1, "job_id": j["id"], "task": j["task"],
+                 "model": j["model"]} for j in stages]  # fmt: skip
 
     # ------------------------------------------------------------------ results
 
@@ -467,10 +484,19 @@ class Runner:
         outcomes = [o for o in outcomes if not o.abandoned]
         done = [o.job["id"] for o in outcomes if o.error is None]
 
+        meshes = {  # stages whose chain goes on: their mesh is the next stage's input
+            o.job["id"]: o.mesh_uri
+            for o in outcomes
+            if o.error is None and o.mesh_uri and o.job["stage"] < o.job["stages"] - 1
+        }
+
         def write(conn: Connection) -> list[int]:
             if measurement is not None:  # same transaction: no extra commit per batch
                 costs.record(conn, **measurement)
-            return queue.finish(conn, done, owner=self.id)
+            finished = queue.finish(conn, done, owner=self.id)
+            if meshes:  # the next stage of each chain, in the same transaction
+                queue.promote(conn, {i: meshes[i] for i in finished if i in meshes})
+            return finished
 
         finished = set(self._persist("recording results", write))
         self.stats.succeeded += len(finished)
@@ -542,6 +568,15 @@ class Runner:
                 message,
                 retry_in,
             )
+
+
+def _mesh_uri(folder: str, name: str | None) -> str | None:
+    return objects.join(folder, name) if name else None
+
+
+def _published_mesh(folder: str) -> str | None:
+    """The stage's mesh named by the manifest an earlier attempt published."""
+    return outputs.read_manifest(folder).get("mesh_artifact")
 
 
 def _id_ranges(ids: list[int]) -> str:

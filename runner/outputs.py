@@ -24,6 +24,7 @@ HOST = platform.node()
 MEDIA_TYPES = {
     ".glb": "model/gltf-binary",
     ".obj": "model/obj",
+    ".mtl": "model/mtl",
     ".ply": "application/ply",
     ".stl": "model/stl",
     ".png": "image/png",
@@ -52,12 +53,6 @@ def write_artifact(folder: str | Path, name: str, data: bytes) -> Written:
     return Written(name, len(data), hashlib.sha256(data).hexdigest())
 
 
-def export_mesh(mesh: Any, fmt: str) -> bytes:
-    """A trimesh Trimesh/Scene in one of the job file's output formats."""
-    out = mesh.export(file_type=fmt)
-    return out.encode() if isinstance(out, str) else bytes(out)
-
-
 def mesh_stats(mesh: Any) -> dict[str, Any]:
     import trimesh
 
@@ -66,9 +61,26 @@ def mesh_stats(mesh: Any) -> dict[str, Any]:
     return {
         "vertices": int(sum(len(g.vertices) for g in geoms)),
         "faces": int(sum(len(getattr(g, "faces", ())) for g in geoms)),
-        "watertight": bool(all(getattr(g, "is_watertight", False) for g in geoms)),
+        "watertight": bool(all(_watertight(g) for g in geoms)),
         "bbox": {"min": bounds[0].round(6).tolist(), "max": bounds[1].round(6).tolist()},
     }
+
+
+def _watertight(geom: Any) -> bool:
+    """Closed as a surface: vertices split only to carry UV seams or normals are joined
+    by position first (trimesh counts edges by vertex index)."""
+    import trimesh
+
+    if not isinstance(geom, trimesh.Trimesh) or not len(geom.faces):
+        return False
+    if geom.is_watertight:
+        return True
+    # Edges by exact position (no snapping): closed when each is shared by an even number
+    # of faces (two, or four where a boolean union left two sheets touching along it).
+    _, ids = np.unique(geom.vertices, axis=0, return_inverse=True)
+    edges = np.sort(ids.reshape(-1)[geom.faces][:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    return bool((counts % 2 == 0).all())
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -84,6 +96,8 @@ def manifest(
     timings: dict[str, float],
     runner: str,
     mesh: dict[str, Any] | None = None,
+    mesh_artifact: str | None = None,
+    chain: list[dict[str, Any]] | None = None,
     info: dict[str, Any] | None = None,
     error: str | None = None,
     finished_at: datetime | None = None,
@@ -115,7 +129,9 @@ def manifest(
             **{k: round(v, 4) for k, v in timings.items()},
         },
         "artifacts": [a.as_dict() for a in artifacts],
+        "mesh_artifact": mesh_artifact,  # the stage's mesh; a chained stage's input
         "mesh": mesh,
+        **({"chain": chain} if chain else {}),
         "info": info or {},
         "runner": {"id": runner, "host": HOST},
         "error": error,
@@ -142,6 +158,16 @@ def write_manifest(folder: str | Path, doc: dict[str, Any]) -> None:
     if current is None or current[0]:
         raise AlreadyPublished(f"{uri} holds a succeeded manifest already")
     objects.write(uri, data, if_match=current[1], content_type="application/json")
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The manifest in ``folder`` ({} when there is none or it does not parse)."""
+    try:
+        data = objects.read(objects.join(str(folder), "manifest.json"), 1 << 24, what="manifest")
+        doc = orjson.loads(data)
+    except (InputError, orjson.JSONDecodeError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def published(folder: str | Path) -> bool:

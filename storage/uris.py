@@ -7,10 +7,11 @@ import base64
 import binascii
 import posixpath
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from storage.errors import InputError
-from storage.local import read_limited
+from storage.local import confined, read_limited
 
 
 def decode_data_uri(ref: str, limit: int, what: str) -> bytes:
@@ -41,6 +42,41 @@ def read_uri(uri: str, limit: int, *, what: str = "input") -> bytes:
 
         return objects.read(uri, limit, what=what)
     return read_limited(local_path(uri), limit, what=what)
+
+
+def read_mesh(uri: str, *, max_bytes: int, max_faces: int, what: str = "mesh") -> Any:
+    """A mesh input as one checked ``trimesh.Trimesh``. The files a .gltf or .obj refers
+    to are read from the mesh's own folder (never outside it), and all of them together
+    stay under ``max_bytes``."""
+    from storage import objects
+    from storage.meshes import load_mesh
+
+    budget = [max_bytes]
+
+    def take(data: bytes) -> bytes:
+        budget[0] -= len(data)
+        if budget[0] < 0:
+            raise InputError(
+                f"{what}: the mesh and its files are over the limit of {max_bytes:,} bytes"
+            )
+        return data
+
+    main = take(read_uri(uri, max_bytes, what=what))
+    if uri.startswith("s3://"):
+        folder = uri.rsplit("/", 1)[0] + "/"
+
+        def resolve(name: str) -> bytes:
+            target = objects.confined_key(folder, folder, name, what=f"{what} file")
+            return take(objects.read(target, budget[0], what=f"{what} file {name!r}"))
+
+    else:
+        base = local_path(uri).parent
+
+        def resolve(name: str) -> bytes:
+            path = confined(base, name, what=f"{what} file")
+            return take(read_limited(path, max(budget[0], 0), what=f"{what} file {name!r}"))
+
+    return load_mesh(main, display_name(uri), max_faces=max_faces, resolve=resolve)
 
 
 def display_name(uri: str) -> str:

@@ -133,6 +133,7 @@ def test_unknown_param_is_rejected(ingester: Ingester) -> None:
 
 
 def test_task_without_a_default_model_is_rejected(ingester: Ingester) -> None:
+    del ingester.registry.defaults["rig"]  # a deployment that serves no rigging by default
     path = write_job(inbox(ingester), "x.json", {"task": "rig", "mesh": "m.glb"})
     assert "no default model for task 'rig'" in rejected_reason(ingester, path)
 

@@ -182,3 +182,31 @@ def test_id_ranges_reads_like_a_person_would_write_it() -> None:
     assert _id_ranges([1, 2, 3, 7, 9, 10]) == "1-3, 7, 9-10"
     assert _id_ranges([5]) == "5"
     assert _id_ranges([]) == ""
+
+
+def test_jobs_of_a_model_not_in_the_registry_fail_without_blocking_others(
+    sqlite_settings: Settings,
+) -> None:
+    """A row naming a model this runner's registry lacks (removed from the config since
+    it was ingested) fails with the reason, and the queue behind it still runs."""
+    db, ing, runner = _setup(sqlite_settings)
+    with db.write() as conn:
+        (gone,) = queue.enqueue_file(
+            conn,
+            [
+                queue.NewJob(
+                    task="mesh",
+                    model="retired-model",
+                    source_uri="file:///x.json",
+                    source_sha256="ab" * 32,
+                    inputs={"prompt": "a cat"},
+                )
+            ],  # fmt: skip
+            runner.outputs_root,
+        )
+    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
+    runner.run(until_idle=True)
+    failed = _job(db, gone.id)
+    assert failed["state"] == "failed"
+    assert failed["error"] == "model 'retired-model' is not in the registry"
+    assert _job(db, jid)["state"] == "succeeded"
