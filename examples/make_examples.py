@@ -475,10 +475,20 @@ class Example:
 
 # Every picture is processed once. Four files hold one job object each; one .json holds a
 # list and one .jsonl holds a job per line, so the demo exercises every job-file shape.
+# Four of the jobs go on in chained stages ('then'), so every task runs in the demo.
 EXAMPLES = [
-    Example("duck", duck, (512, 448), None, "duck.json", {"priority": 5}),
+    Example(
+        "duck",
+        duck,
+        (512, 448),
+        None,
+        "duck.json",
+        {"priority": 5, "then": [{"task": "texture"}, {"task": "rig"}]},
+    ),
     Example("donut", donut, (448, 448), None, "donut.json"),
-    Example("mushroom", mushroom, (384, 448), WHITE, "mushroom.json"),
+    Example(
+        "mushroom", mushroom, (384, 448), WHITE, "mushroom.json", {"then": [{"task": "segment"}]}
+    ),
     Example("star", star, (448, 448), TEAL, "star.json", {"output_format": "obj"}),
     Example("fish", fish, (512, 384), SKY, "fish_and_leaf.json"),
     Example("leaf", leaf, (448, 448), WHITE, "fish_and_leaf.json"),
@@ -488,9 +498,16 @@ EXAMPLES = [
         (416, 512),
         LIGHT_YELLOW,
         "gingerbread_and_cactus.jsonl",
-        {"params": {"resolution": 192}},
+        {"params": {"resolution": 192}, "then": [{"task": "texture"}, {"task": "rig"}]},
     ),
-    Example("cactus", cactus, (384, 512), None, "gingerbread_and_cactus.jsonl"),
+    Example(
+        "cactus",
+        cactus,
+        (384, 512),
+        None,
+        "gingerbread_and_cactus.jsonl",
+        {"then": [{"task": "convert", "output_format": "ply", "params": {"face_limit": 5000}}]},
+    ),
 ]
 
 

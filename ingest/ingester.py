@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,8 +23,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from adapters.base import load_adapter_class
+from adapters.base import Adapter, load_adapter_class
 from config import Settings
+from config.registry import ModelSpec
 from db import queue
 from db.engine import Database
 from ingest.jobfile import Entry, JobSpec, parse
@@ -31,7 +33,7 @@ from storage import objects
 from storage.errors import InputError
 from storage.local import confined, read_limited
 from storage.pictures import probe
-from storage.uris import decode_data_uri
+from storage.uris import decode_data_uri, read_mesh
 
 log = logging.getLogger("gen3d.ingest")
 
@@ -96,19 +98,10 @@ class Ingester:
                 path, [self._rejected(Entry(-1, None), uri, sha, str(exc))], move=move
             )
         sha = hashlib.sha256(data).hexdigest()
-        entries = parse(data, jsonl=path.suffix.lower() == ".jsonl")
-        new: list[queue.NewJob] = []
-        for entry in entries:
-            try:
-                new.append(self._job(entry, path.parent, uri, sha))
-            except MissingInput as exc:
-                age = time.time() - path.stat().st_mtime
-                if grace and age < self.settings.ingest.missing_input_grace_s:
-                    log.info("%s: %s; waiting for it to arrive", path, exc)
-                    return IngestResult(path, "deferred")
-                new.append(self._rejected(entry, uri, sha, str(exc)))
-            except InputError as exc:
-                new.append(self._rejected(entry, uri, sha, str(exc)))
+        new = self._rows(data, path.parent, uri, sha, grace=grace,
+                         age_s=lambda: time.time() - path.stat().st_mtime)  # fmt: skip
+        if new is None:
+            return IngestResult(path, "deferred")
         return self._commit(path, new, move=move)
 
     def ingest_object(self, info: objects.ObjectInfo, *, grace: bool = True) -> IngestResult:
@@ -135,21 +128,34 @@ class Ingester:
                 return IngestResult(uri, "ignored")
             return uri, [self._rejected(Entry(-1, None), uri, current.etag, str(exc))]
         etag = read.etag or info.etag  # the version read is the one ingested
-        entries = parse(data, jsonl=uri.lower().endswith(".jsonl"))
-        base = uri.rsplit("/", 1)[0] + "/"
+        new = self._rows(data, uri.rsplit("/", 1)[0] + "/", uri, etag, grace=grace,
+                         age_s=lambda: _age_s(read.modified or info.modified))  # fmt: skip
+        return IngestResult(uri, "deferred") if new is None else (uri, new)
+
+    def _rows(
+        self,
+        data: bytes,
+        base: Path | str,
+        uri: str,
+        sha: str,
+        *,
+        grace: bool,
+        age_s: Callable[[], float],
+    ) -> list[queue.NewJob] | None:
+        """The rows of a job file's entries (rejected ones with their reason); None when
+        an input is missing and the file, ``age_s`` old, may still be waiting for it."""
         new: list[queue.NewJob] = []
-        for entry in entries:
+        for entry in parse(data, jsonl=uri.lower().endswith(".jsonl")):
             try:
-                new.append(self._job(entry, base, uri, etag))
+                new.extend(self._jobs(entry, base, uri, sha))
             except MissingInput as exc:
-                age = _age_s(read.modified or info.modified)
-                if grace and age < self.settings.ingest.missing_input_grace_s:
+                if grace and age_s() < self.settings.ingest.missing_input_grace_s:
                     log.info("%s: %s; waiting for it to arrive", uri, exc)
-                    return IngestResult(uri, "deferred")
-                new.append(self._rejected(entry, uri, etag, str(exc)))
+                    return None
+                new.append(self._rejected(entry, uri, sha, str(exc)))
             except InputError as exc:
-                new.append(self._rejected(entry, uri, etag, str(exc)))
-        return uri, new
+                new.append(self._rejected(entry, uri, sha, str(exc)))
+        return new
 
     def commit_objects(self, read: list[tuple[str, list[queue.NewJob]]]) -> list[IngestResult]:
         """The rows of several job objects in one transaction (one commit, not one per
@@ -176,20 +182,76 @@ class Ingester:
             error=where + reason,
         )
 
-    def _job(self, entry: Entry, base: Path | str, uri: str, sha: str) -> queue.NewJob:
-        """``base``: the job file's folder (local) or its bucket "folder" URI."""
+    def _jobs(self, entry: Entry, base: Path | str, uri: str, sha: str) -> list[queue.NewJob]:
+        """The rows of one entry: its job, then one ``waiting`` row per ``then`` stage.
+        ``base``: the job file's folder (local) or its bucket "folder" URI."""
         if entry.spec is None:
             raise InputError(entry.error or "invalid job")
         spec = entry.spec
-        if spec.then:
-            raise InputError("pipeline stages ('then') are not supported yet")
+        stages = [(spec.task, spec.model, spec.params, spec.output_format)]
+        stages += [(s.task, s.model, s.params, s.output_format) for s in spec.then]
+        chosen = [self._model(n, *stage[:3]) for n, stage in enumerate(stages)]
+        model, params, adapter_cls = chosen[0]
+        if spec.picture_refs and "image" not in adapter_cls.accepts:
+            raise InputError(f"model {model.id!r} does not take pictures")
+        if spec.prompt and not spec.picture_refs and "prompt" not in adapter_cls.accepts:
+            raise InputError(
+                f"model {model.id!r} needs a picture; it cannot use a text prompt alone"
+            )
+        given = {"image": bool(spec.picture_refs), "prompt": bool(spec.prompt), "mesh": True}
+        for n, (stage_model, _, cls) in enumerate(chosen):
+            where = f"then[{n - 1}]: " if n else ""
+            if n and "mesh" not in cls.accepts:
+                raise InputError(f"{where}model {stage_model.id!r} does not take a mesh")
+            missing = [need for need in cls.requires if not given[need]]
+            if missing:
+                raise InputError(
+                    f"{where}model {stage_model.id!r} needs {' and '.join(missing)} input;"
+                    f" the job gives none (add {' and '.join(repr(m) for m in missing)})"
+                )
+        inputs = self._inputs(spec, base)
+        pictures = {k: v for k, v in inputs.items() if k in ("images", "image_sha256")}
+        rows = []
+        for n, ((task, _, _, output_format), (model, params, cls)) in enumerate(
+            zip(stages, chosen, strict=True)
+        ):
+            rows.append(
+                queue.NewJob(
+                    task=task,
+                    model=model.id,
+                    name=spec.name,
+                    priority=spec.priority,
+                    params=params,
+                    seed=spec.seed,
+                    output_format=output_format,
+                    # A later stage's mesh is its parent's output, known once that succeeds.
+                    inputs=inputs if n == 0 else (pictures if "image" in cls.accepts else {}),
+                    spec=entry.raw if n == 0 else None,
+                    source_uri=uri,
+                    source_sha256=sha,
+                    source_entry=entry.index,
+                    max_attempts=spec.max_attempts
+                    or model.max_attempts
+                    or self.settings.runner.max_attempts,
+                    state="queued" if n == 0 else "waiting",
+                    stage=n,
+                    stages=len(stages),
+                )
+            )
+        return rows
+
+    def _model(
+        self, n: int, task: str, model_id: str | None, raw: dict[str, Any]
+    ) -> tuple[ModelSpec, dict[str, Any], type[Adapter]]:
+        """The model of stage ``n`` (0: the job itself), its checked params and adapter."""
+        where = f"then[{n - 1}]: " if n else ""
         try:
-            model = self.registry.resolve(spec.task, spec.model)
+            model = self.registry.resolve(task, model_id)
         except KeyError as exc:
-            raise InputError(str(exc.args[0])) from None
+            raise InputError(where + str(exc.args[0])) from None
         adapter_cls = load_adapter_class(model.adapter)
         try:
-            params = adapter_cls.Params.model_validate(spec.params).model_dump(mode="json")
+            params = adapter_cls.Params.model_validate(raw).model_dump(mode="json")
         except ValidationError as exc:
             reasons = "; ".join(
                 f"unknown parameter {'.'.join(map(str, e['loc']))!r}"
@@ -197,30 +259,8 @@ class Ingester:
                 else f"params.{'.'.join(map(str, e['loc']))}: {e['msg']}"
                 for e in exc.errors()
             )
-            raise InputError(f"model {model.id!r}: {reasons}") from None
-        if spec.picture_refs and "image" not in adapter_cls.accepts:
-            raise InputError(f"model {model.id!r} does not take pictures")
-        if spec.prompt and not spec.picture_refs and "prompt" not in adapter_cls.accepts:
-            raise InputError(
-                f"model {model.id!r} needs a picture; it cannot use a text prompt alone"
-            )
-        return queue.NewJob(
-            task=spec.task,
-            model=model.id,
-            name=spec.name,
-            priority=spec.priority,
-            params=params,
-            seed=spec.seed,
-            output_format=spec.output_format,
-            inputs=self._inputs(spec, base),
-            spec=entry.raw,
-            source_uri=uri,
-            source_sha256=sha,
-            source_entry=entry.index,
-            max_attempts=spec.max_attempts
-            or model.max_attempts
-            or self.settings.runner.max_attempts,
-        )
+            raise InputError(f"{where}model {model.id!r}: {reasons}") from None
+        return model, params, adapter_cls
 
     def _inputs(self, spec: JobSpec, base: Path | str) -> dict[str, Any]:
         images, hashes = [], []
@@ -237,6 +277,14 @@ class Ingester:
             inputs["prompt"] = spec.prompt
         if spec.mesh:
             inputs["mesh"] = self._ref(spec.mesh, base, "mesh")
+            limits = self.settings.limits
+            # Read and checked here, so that a bad mesh is rejected, not retried by a runner.
+            read_mesh(
+                inputs["mesh"],
+                max_bytes=limits.max_mesh_bytes,
+                max_faces=limits.max_mesh_faces,
+                what=f"mesh {_short(spec.mesh)!r}",
+            )
         return inputs
 
     def _read_picture(self, ref: str, base: Path | str, what: str) -> tuple[bytes, str]:

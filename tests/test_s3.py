@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
@@ -13,7 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import trimesh
 
 from config import Settings, load_settings
 from db import queue
@@ -314,3 +317,51 @@ def test_large_artifacts_go_through_multipart(aws: None) -> None:
     assert objects.read(f"s3://{name}/out/1/mesh.glb", len(data)) == data
     with pytest.raises(InputError, match="limit"):
         objects.read(f"s3://{name}/out/1/mesh.glb", len(data) - 1)
+
+
+def test_a_gltf_mesh_in_the_bucket_runs_a_chain_whose_outputs_stay_in_the_bucket(
+    tmp_path: Path, db: Database, db_url: str, bucket: tuple[str, str]
+) -> None:
+    """A .gltf whose buffer is a separate object next to it is read from the bucket (its
+    reference confined to the mesh's folder); the chained stage reads its parent's mesh
+    from the bucket outputs."""
+    from tests.meshes import table
+
+    name, url = bucket
+    settings = _settings(tmp_path, db_url, name, url)
+    files = trimesh.exchange.gltf.export_gltf(table().subdivide(), merge_buffers=True)
+    for file_name, data in files.items():
+        _put(name, f"inbox/parts/{file_name}", data)
+    then = [{"task": "segment", "params": {"parts": 5}}]
+    _put(name, "inbox/parts/job.json", {"task": "convert", "mesh": "model.gltf", "then": then})
+    _drain(BucketIngester(Ingester(settings, db), queue_url=url))
+    first, second = sorted(_rows(db), key=lambda j: j["stage"])
+    assert (first["state"], second["state"]) == ("queued", "waiting"), first["error"]
+    Runner(settings, db).run(until_idle=True)
+    first, second = sorted(_rows(db), key=lambda j: j["stage"])
+    assert first["state"] == second["state"] == "succeeded", (first["error"], second["error"])
+    assert second["inputs"]["mesh"] == f"s3://{name}/out/{first['id']}/mesh.glb"
+    folder = f"s3://{name}/out/{second['id']}"
+    manifest = json.loads(objects.read(folder + "/manifest.json", 1 << 20))
+    assert manifest["mesh_artifact"] == "parts.glb"
+    labels = np.load(io.BytesIO(objects.read(folder + "/labels.npy", 1 << 24)))
+    assert len(labels) == manifest["mesh"]["faces"] and len(set(labels.tolist())) >= 5
+
+
+def test_a_gltf_in_the_bucket_may_not_reach_outside_its_folder(
+    tmp_path: Path, db: Database, db_url: str, bucket: tuple[str, str]
+) -> None:
+    from tests.meshes import table
+
+    name, url = bucket
+    settings = _settings(tmp_path, db_url, name, url)
+    files = trimesh.exchange.gltf.export_gltf(table(), merge_buffers=True)
+    doc = json.loads(files["model.gltf"])
+    (bin_name,) = [k for k in files if k.endswith(".bin")]
+    _put(name, f"inbox/{bin_name}", files[bin_name])  # one folder up: exists, but not allowed
+    doc["buffers"][0]["uri"] = f"../{bin_name}"
+    _put(name, "inbox/a/model.gltf", json.dumps(doc).encode())
+    _put(name, "inbox/a/job.json", {"task": "convert", "mesh": "model.gltf"})
+    _drain(BucketIngester(Ingester(settings, db), queue_url=url))
+    (job,) = _rows(db)
+    assert job["state"] == "rejected" and f"../{bin_name}" in job["error"]
