@@ -29,6 +29,7 @@ test: lint
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.inflate
+	$(BIN)/python -m bench.backends
 	$(BIN)/python -m bench.pickup
 	$(BIN)/python -m bench.scheduler --all
 	$(BIN)/python -m bench.queue

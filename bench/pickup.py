@@ -10,7 +10,6 @@ Goal (issue 3): picked up within a second.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -23,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
+
+from bench import common
 
 ROOT = Path(__file__).resolve().parent.parent
 PICTURE = ROOT / "examples" / "pictures" / "duck.png"
@@ -83,16 +84,11 @@ def run(drops: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = common.parser(__doc__)
     parser.add_argument("--drops", type=int, default=20)
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = run(args.drops)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for k, v in result.items():
-            print(f"{k:>16}: {v}")
+    common.emit(result, as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,6 @@ Prints ``lifecycle_jobs_per_s``, ``raw_ceiling_jobs_per_s`` and ``ratio``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing as mp
 import os
 import shutil
@@ -38,6 +36,7 @@ from typing import Any
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from bench import common
 from db import queue
 from db.engine import Database, create, normalise_url
 from db.migrate import upgrade
@@ -218,16 +217,11 @@ def run(n: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = common.parser(__doc__)
     parser.add_argument("--jobs", type=int, default=20_000)
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
     result = run(args.jobs)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for key, value in result.items():
-            print(f"{key:>24}: {value}")
+    common.emit(result, as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ until every row exists, and the event-to-row latency p50/p95/max.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from bench import common
 from config import load_settings
 from db.engine import Database, create
 from db.migrate import upgrade
@@ -151,7 +151,7 @@ def _ts(value: Any) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = common.parser(__doc__)
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument(
         "--rate",
@@ -165,14 +165,9 @@ def main() -> None:
         default=20,
         help="ingest.sqs_wait_s: SQS long-poll seconds (0: short polls)",
     )
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = run(args.jobs, args.rate, args.wait)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for k, v in result.items():
-            print(f"{k:>16}: {v}")
+    common.emit(result, as_json=args.json)
 
 
 if __name__ == "__main__":
