@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
@@ -60,10 +61,22 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
+def _json_loads(value: Any) -> Any:
+    # SQLite gives a JSON column holding a bare number back as that number (the column
+    # has numeric affinity), which orjson, unlike the stdlib decoder, refuses.
+    if isinstance(value, (str, bytes, bytearray, memoryview)):
+        return orjson.loads(value)
+    return value
+
+
 def create(url: str, *, pool: bool = True) -> Engine:
     """An engine for ``url``; ``pool=False`` for short-lived processes and forks."""
     url = normalise_url(url)
-    kwargs: dict[str, Any] = {} if pool else {"poolclass": NullPool}
+    # orjson reads the JSON columns (params, inputs) of every claimed job several times
+    # faster than the stdlib decoder the drivers default to.
+    kwargs: dict[str, Any] = {"json_deserializer": _json_loads}
+    if not pool:
+        kwargs["poolclass"] = NullPool
     if make_url(url).get_backend_name() == "sqlite":
         return _sqlite_engine(url, **kwargs)
     engine = create_engine(url, **kwargs)

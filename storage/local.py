@@ -44,7 +44,12 @@ def write_atomic(path: Path | str, data: bytes) -> None:
     """
     target = os.fspath(path)
     folder, name = os.path.split(target)
-    os.makedirs(folder, exist_ok=True)
+    try:  # a job's folder: its parent exists but for the first write (cheaper than makedirs)
+        os.mkdir(folder)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{name}.{_TMP_TOKEN}-{next(_tmp_seq)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
