@@ -13,8 +13,9 @@ like with like:
   enqueued once all 4 runners are up and polling, and jobs/s is counted from the
   first claim event to the last succeeded event, so process start-up is not in it.
 - raw ceiling: N fresh jobs; 4 processes run only the bare claim statement
-  (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 32) RETURNING``;
-  on SQLite the same inside BEGIN IMMEDIATE) until nothing is left.
+  (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 32) RETURNING``,
+  run the way a runner runs its claim: autocommit on PostgreSQL, inside BEGIN IMMEDIATE
+  on SQLite) until nothing is left.
 
 Prints ``lifecycle_jobs_per_s``, ``raw_ceiling_jobs_per_s`` and ``ratio``.
 """
@@ -139,7 +140,8 @@ def _raw_worker(url: str, owner: str, start: Any, counts: Any, index: int) -> No
     start.wait()
     claimed = 0
     while True:
-        with db.write() as conn:
+        # The way a runner claims: one statement, autocommit on PostgreSQL.
+        with db.statement() as conn:
             got = len(conn.execute(stmt, {"owner": owner, "n": BATCH}).all())
         if not got:
             break

@@ -118,9 +118,17 @@ class Database:
 
     engine: Engine
     writer: Engine = field(init=False)
+    autocommit: Engine | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.writer = self.engine.execution_options(**{_WRITE: True})
+        # PostgreSQL runs a lone statement as its own transaction: BEGIN and COMMIT
+        # would be two more round trips (and server wake-ups) for nothing.
+        self.autocommit = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.engine.dialect.name == "postgresql"
+            else None
+        )
 
     @property
     def dialect(self) -> str:
@@ -131,6 +139,18 @@ class Database:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on success."""
         with self.writer.begin() as conn:
             yield conn
+
+    @contextmanager
+    def statement(self) -> Iterator[Connection]:
+        """For one self-contained write statement (a claim or a batch's completion with
+        its events in one CTE): autocommit on PostgreSQL, ``write()`` elsewhere (SQLite
+        needs BEGIN IMMEDIATE to serialise writers, and its events are a second statement)."""
+        if self.autocommit is None:
+            with self.write() as conn:
+                yield conn
+        else:
+            with self.autocommit.connect() as conn:
+                yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

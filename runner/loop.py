@@ -170,13 +170,14 @@ class Runner:
 
     # ------------------------------------------------------------------ database outages
 
-    def _persist(self, what: str, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn`` in a write transaction, retrying with back-off while the database is
+    def _persist(self, what: str, fn: Callable[[Connection], T], *, one: bool = False) -> T:
+        """Run ``fn`` in a write transaction (``one``: it is a single statement, which
+        needs none on PostgreSQL), retrying with back-off while the database is
         unreachable: the results of work already done are never dropped."""
         delay = 0.2
         while True:
             try:
-                with self.db.write() as conn:
+                with self.db.statement() if one else self.db.write() as conn:
                     return fn(conn)
             except (OperationalError, InterfaceError) as exc:
                 log.warning("database unavailable (%s) while %s; retrying in %.1f s",
@@ -263,7 +264,7 @@ class Runner:
         size = spec.max_batch if spec else 32
         if limit is not None:
             size = min(size, limit)
-        with self.db.write() as conn:
+        with self.db.statement() as conn:
             jobs = queue.claim(
                 conn,
                 model=model_id,
@@ -498,7 +499,8 @@ class Runner:
                 queue.promote(conn, {i: meshes[i] for i in finished if i in meshes})
             return finished
 
-        finished = set(self._persist("recording results", write))
+        lone = measurement is None and not meshes  # queue.finish alone: one statement
+        finished = set(self._persist("recording results", write, one=lone))
         self.stats.succeeded += len(finished)
         if finished:
             # One line per batch (a line per job is a tenth of a no-work job's cost);
