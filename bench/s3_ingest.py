@@ -1,6 +1,6 @@
 """Bucket ingestion: 1,000 job objects put into a bucket whose events go to SQS.
 
-    python -m bench.s3_ingest [--jobs 1000] [--json]
+    python -m bench.s3_ingest [--jobs 1000] [--rate R] [--consumers 1 4] [--json]
 
 Runs moto's standalone S3/SQS server on 127.0.0.1 in its own process (real HTTP and
 real notifications),
@@ -8,7 +8,9 @@ a ``BucketIngester`` polling the queue as ``manage.py ingest`` does, and a SQLit
 database (``GEN3D_DATABASE_URL`` for another). The objects are put from 8 threads as
 fast as the server takes them; each object's put time is recorded, and its latency is
 its job row's ``created_at`` minus that time. Prints the seconds from the first put
-until every row exists, and the event-to-row latency p50/p95/max.
+until every row exists (and after the last put), and the event-to-row latency
+p50/p95/max; with several ``--consumers`` values (``ingest.sqs_consumers``), one
+measurement each, side by side, on a fresh server and bucket each.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def _server() -> tuple[Any, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def run(n: int, rate: float = 0.0, wait_s: int = 20) -> dict[str, Any]:
+def run(n: int, rate: float = 0.0, wait_s: int = 20, consumers: int = 4) -> dict[str, Any]:
     server, endpoint = _server()
     os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench",
                       AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
@@ -78,9 +80,10 @@ def run(n: int, rate: float = 0.0, wait_s: int = 20) -> dict[str, Any]:
                 {"QueueArn": arn["Attributes"]["QueueArn"], "Events": ["s3:ObjectCreated:*"]}]},
         )  # fmt: skip
         db_url = os.environ.get("GEN3D_DATABASE_URL") or f"sqlite:///{folder}/bench.sqlite3"
+        ingest = {"sqs_wait_s": wait_s, "sqs_consumers": consumers}
         settings = load_settings(env={}, database_url=db_url, inbox=f"s3://{name}/inbox",
                                  inbox_queue=url, outputs=f"s3://{name}/out",
-                                 ingest={"sqs_wait_s": wait_s})  # fmt: skip
+                                 ingest=ingest)  # fmt: skip
         db = Database(create(db_url))
         upgrade(db)
         ingester = BucketIngester(Ingester(settings, db), queue_url=url)
@@ -120,9 +123,11 @@ def run(n: int, rate: float = 0.0, wait_s: int = 20) -> dict[str, Any]:
         "jobs": n,
         "put_rate_per_s": rate or "as fast as possible",
         "sqs_wait_s": wait_s,
+        "sqs_consumers": consumers,
         "rows": len(rows) - WARM_UP,
         "puts_s": round(puts_s, 2),
         "all_rows_s": round(all_rows_s, 2),
+        "all_rows_after_last_put_s": round(all_rows_s - puts_s, 2),
         "latency_p50_s": round(statistics.median(lat), 3),
         "latency_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3),
         "latency_max_s": round(lat[-1], 3),
@@ -165,9 +170,23 @@ def main() -> None:
         default=20,
         help="ingest.sqs_wait_s: SQS long-poll seconds (0: short polls)",
     )
+    parser.add_argument(
+        "--consumers",
+        type=int,
+        nargs="+",
+        default=[4],
+        help="ingest.sqs_consumers: receives in flight at once (several: one run each)",
+    )
     args = parser.parse_args()
-    result = run(args.jobs, args.rate, args.wait)
-    common.emit(result, as_json=args.json)
+    results = [run(args.jobs, args.rate, args.wait, c) for c in args.consumers]
+    if len(results) == 1:
+        common.emit(results[0], as_json=args.json)
+    elif args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            common.emit(result, as_json=False)
+            print()
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ class IngestSettings(_Section):
     # fallback without a queue, the reconciliation beside one).
     sqs_wait_s: int = Field(20, ge=0, le=20)
     list_interval_s: float = Field(60.0, gt=0)
+    # Receives in flight at once: one receive takes at most 10 messages, so a burst of
+    # events drains only as fast as receives come back.
+    sqs_consumers: int = Field(4, ge=1, le=32)
 
 
 class RunnerSettings(_Section):

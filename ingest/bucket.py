@@ -2,8 +2,9 @@
 
 With ``GEN3D_INBOX=s3://bucket/prefix`` and ``GEN3D_INBOX_QUEUE`` (an SQS queue that
 receives the bucket's ObjectCreated notifications), the ingester long-polls the queue,
-ten messages at a time, makes the rows, and deletes a message only after its rows
-commit: a crash in between means a redelivery, which finds the rows already there.
+ten messages at a time from ``ingest.sqs_consumers`` receives in flight, makes the
+rows, and deletes a message only after its rows commit: a crash in between means a
+redelivery, which finds the rows already there.
 Without a queue, or every ``ingest.list_interval_s`` beside it, it lists the prefix:
 the reconciliation that catches events lost on the way. A listing resumes from a
 checkpoint in ``ingest_cursors`` if it was interrupted.
@@ -90,16 +91,30 @@ class BucketIngester:
         self.settings = ingester.settings.ingest
         self._sqs: Any = None
         self._deferred: dict[str, float] = {}  # uri -> when first deferred
+        self._deferred_lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="gen3d-bucket", daemon=True)
+        # One thread lists and retries deferred objects; ``ingest.sqs_consumers`` threads
+        # receive, each up to ten messages at a time, so a burst drains in parallel.
+        self._loop_thread = threading.Thread(target=self._loop, name="gen3d-bucket", daemon=True)
+        self._consumers = [
+            threading.Thread(target=self._consume, name=f"gen3d-sqs-{i}", daemon=True)
+            for i in range(self.settings.sqs_consumers if queue_url else 0)
+        ]
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="gen3d-bucket")
 
     def start(self) -> None:
-        self._thread.start()
+        self._loop_thread.start()
+        for thread in self._consumers:
+            thread.start()
 
     def stop(self) -> None:
+        """Stop without waiting out a long poll: a receive still in flight is abandoned
+        (its messages, if any, become visible again and are redelivered)."""
         self._stop.set()
-        self._thread.join(timeout=30)
+        self._loop_thread.join(timeout=30)
+        grace = time.monotonic() + 1.0  # for a consumer committing what it received
+        for thread in self._consumers:
+            thread.join(timeout=max(grace - time.monotonic(), 0.0))
         self._pool.shutdown(wait=True)
 
     @property
@@ -118,15 +133,20 @@ class BucketIngester:
                     self.reconcile()
                     next_list = time.monotonic() + self.settings.list_interval_s
                 self._retry_deferred()
-                if self.queue_url:
-                    wait = min(self.settings.sqs_wait_s, max(int(next_list - time.monotonic()), 0))
-                    if self._deferred:
-                        wait = min(wait, int(RETRY_DEFERRED_S))
-                    if self.poll(wait_s=wait) == 0 and wait == 0:
-                        self._stop.wait(SHORT_POLL_PAUSE_S)  # short polling: no busy loop
-                else:
-                    self._stop.wait(RETRY_DEFERRED_S if self._deferred else 1.0)
+                # Wake at least this often: a consumer may defer an object meanwhile.
+                self._stop.wait(min(RETRY_DEFERRED_S, max(next_list - time.monotonic(), 0.0)))
             except Exception:  # noqa: BLE001 - a bad moment must not end ingestion
+                log.exception("bucket ingestion hiccup; going on in 2 s")
+                self._stop.wait(2.0)
+
+    def _consume(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.poll(wait_s=self.settings.sqs_wait_s) == 0 and not self.settings.sqs_wait_s:
+                    self._stop.wait(SHORT_POLL_PAUSE_S)  # short polling: no busy loop
+            except Exception:  # noqa: BLE001 - a bad moment must not end ingestion
+                if self._stop.is_set():
+                    return
                 log.exception("bucket ingestion hiccup; going on in 2 s")
                 self._stop.wait(2.0)
 
@@ -136,6 +156,8 @@ class BucketIngester:
             QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s
         )
         messages = got.get("Messages", [])
+        if messages and self._stop.is_set():
+            return 0  # stopping: left to a redelivery
         parsed: list[tuple[dict[str, Any], list[tuple[str, str]]]] = []
         done = []
         for msg in messages:
@@ -195,16 +217,19 @@ class BucketIngester:
         return out
 
     def _settled(self, uri: str, result: IngestResult) -> None:
-        if result.status == "deferred":
-            self._deferred.setdefault(uri, time.monotonic())  # retried from here
-        else:
-            self._deferred.pop(uri, None)
-            if result.status == "enqueued" and self.on_result:
-                self.on_result(result)
+        with self._deferred_lock:
+            if result.status == "deferred":
+                self._deferred.setdefault(uri, time.monotonic())  # retried from here
+            else:
+                self._deferred.pop(uri, None)
+        if result.status == "enqueued" and self.on_result:
+            self.on_result(result)
 
     def _retry_deferred(self) -> None:
-        if self._deferred:
-            self._ingest_many([_unread(uri) for uri in self._deferred])
+        with self._deferred_lock:
+            uris = list(self._deferred)
+        if uris:
+            self._ingest_many([_unread(uri) for uri in uris])
 
     # ------------------------------------------------------------------ listing
 

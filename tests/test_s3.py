@@ -95,6 +95,10 @@ def _drain(ing: BucketIngester, rounds: int = 5) -> None:
             return
 
 
+def _noop(prompt: str) -> dict[str, str]:
+    return {"task": "mesh", "prompt": prompt, "model": "builtin-noop"}
+
+
 def _rows(db: Database) -> list[dict]:
     with db.read() as conn:
         return queue.list_jobs(conn)
@@ -160,6 +164,55 @@ def test_redelivered_and_duplicated_events_make_one_job(
     assert sorted(r["source_uri"].rsplit("/", 1)[1] for r in _rows(db)) == ["a.json", "mp.json"]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert attrs["ApproximateNumberOfMessages"] == "0"  # every message deleted
+
+
+def test_a_started_ingester_with_several_consumers_makes_one_row_per_object(
+    tmp_path: Path, db: Database, db_url: str, bucket: tuple[str, str]
+) -> None:
+    """The threads of a running ingester (a lister, three receivers) share a burst of
+    events: one row per object (a re-put of the same content is the same object), every
+    row reported to on_result, every message deleted; and stop does not wait out a 20 s
+    long poll."""
+    name, url = bucket
+    settings = _settings(tmp_path, db_url, name, url, ingest={"sqs_consumers": 3})
+    seen: list[str] = []
+    ing = BucketIngester(
+        Ingester(settings, db), queue_url=url, on_result=lambda r: seen.append(r.path)
+    )
+    ing.start()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: _put(name, f"inbox/burst/{i:03d}.json", _noop(f"p{i}")),
+                          range(60)))  # fmt: skip
+        _put(name, "inbox/burst/000.json", _noop("p0"))
+        deadline = time.monotonic() + 60
+        while len(_rows(db)) < 60 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        sqs = objects.make_client("sqs")
+        while time.monotonic() < deadline:  # the last deletes follow the last commit
+            attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+            if (
+                attrs["ApproximateNumberOfMessages"]
+                == attrs["ApproximateNumberOfMessagesNotVisible"]
+                == "0"
+            ):
+                break
+            time.sleep(0.1)
+    finally:
+        t0 = time.monotonic()
+        ing.stop()
+        stop_s = time.monotonic() - t0
+    rows = _rows(db)
+    assert sorted(r["source_uri"].rsplit("/", 1)[1] for r in rows) == [
+        f"{i:03d}.json" for i in range(60)
+    ]
+    assert set(seen) == {r["source_uri"] for r in rows}
+    assert (
+        attrs["ApproximateNumberOfMessages"]
+        == attrs["ApproximateNumberOfMessagesNotVisible"]
+        == "0"
+    )
+    assert stop_s < 10  # the consumers were in 20 s long polls
 
 
 def test_a_bad_object_is_rejected_with_a_manifest_and_left_in_place(
