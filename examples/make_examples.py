@@ -486,11 +486,10 @@ EXAMPLES = [
         {"priority": 5, "then": [{"task": "texture"}, {"task": "rig"}]},
     ),
     Example("donut", donut, (448, 448), None, "donut.json"),
-    Example(
-        "mushroom", mushroom, (384, 448), WHITE, "mushroom.json", {"then": [{"task": "segment"}]}
-    ),
+    Example("mushroom", mushroom, (384, 448), WHITE, "mushroom.json"),
     Example("star", star, (448, 448), TEAL, "star.json", {"output_format": "obj"}),
-    Example("fish", fish, (512, 384), SKY, "fish_and_leaf.json"),
+    # Body and tail meet at a waist: a shape with parts to find.
+    Example("fish", fish, (512, 384), SKY, "fish_and_leaf.json", {"then": [{"task": "segment"}]}),
     Example("leaf", leaf, (448, 448), WHITE, "fish_and_leaf.json"),
     Example(
         "gingerbread",
