@@ -48,7 +48,7 @@ PROCESSES = 4
 BATCH = 32
 
 
-def _enqueue(db: Database, n: int, tag: str) -> None:
+def enqueue(db: Database, n: int, tag: str) -> None:
     """N no-work jobs, committed together: runners see all of them at once."""
     chunk = 2000
     with db.write() as conn:
@@ -62,15 +62,40 @@ def _enqueue(db: Database, n: int, tag: str) -> None:
             queue.enqueue_file(conn, jobs, "/dev/null/")
 
 
+def runner_env(url: str) -> tuple[dict[str, str], Path]:
+    """The environment of a ``manage.py run`` on ``url`` (none of this shell's GEN3D_*
+    settings), and its outputs folder: RAM-backed where there is one, since this measures
+    the queue, not the disk. The caller removes the folder."""
+    shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    outputs = Path(tempfile.mkdtemp(prefix="gen3d-bench-", dir=shm))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEN3D_")}
+    env.update(GEN3D_DATABASE_URL=url, GEN3D_OUTPUTS=str(outputs))
+    return env, outputs
+
+
+def empty(db: Database) -> None:
+    with db.write() as conn:
+        conn.execute(text("DELETE FROM job_events"))
+        conn.execute(text("DELETE FROM jobs"))
+
+
+def jobs_per_s(db: Database, n: int) -> float:
+    """``n`` over the seconds from the first claim event to the last succeeded event:
+    the runners' work, without their start-up."""
+    with db.read() as conn:
+        first, last = conn.execute(
+            select(
+                func.min(job_events.c.at).filter(job_events.c.to_state == "running"),
+                func.max(job_events.c.at).filter(job_events.c.to_state == "succeeded"),
+            )
+        ).one()
+    return n / (_seconds(last) - _seconds(first))
+
+
 def _lifecycle(url: str, n: int) -> float:
     db = Database(create(url))
-    outputs = Path(
-        tempfile.mkdtemp(
-            prefix="gen3d-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None
-        )
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GEN3D_")}
-    env.update(GEN3D_DATABASE_URL=url, GEN3D_OUTPUTS=str(outputs), GEN3D_POLL_INTERVAL_S="0.05")
+    env, outputs = runner_env(url)
+    env.update(GEN3D_POLL_INTERVAL_S="0.05")
     procs = [
         subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "run"], env=env, cwd=ROOT,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -81,7 +106,7 @@ def _lifecycle(url: str, n: int) -> float:
         # polling, so one runner's work does not share the CPU with another's imports.
         _until(lambda: _count(db, "SELECT count(*) FROM runners WHERE state = 'running'")
                >= PROCESSES, procs)  # fmt: skip
-        _enqueue(db, n, "lifecycle")
+        enqueue(db, n, "lifecycle")
         _until(lambda: _count(db, "SELECT count(*) FROM jobs WHERE state = 'succeeded'") >= n,
                procs)  # fmt: skip
     finally:
@@ -90,16 +115,9 @@ def _lifecycle(url: str, n: int) -> float:
         for p in procs:
             p.wait(timeout=60)
         shutil.rmtree(outputs, ignore_errors=True)
-    with db.read() as conn:
-        first, last = conn.execute(
-            select(
-                func.min(job_events.c.at).filter(job_events.c.to_state == "running"),
-                func.max(job_events.c.at).filter(job_events.c.to_state == "succeeded"),
-            )
-        ).one()
+    rate = jobs_per_s(db, n)
     db.dispose()
-    span = _seconds(last) - _seconds(first)
-    return n / span
+    return rate
 
 
 def _count(db: Database, sql: str) -> int:
@@ -152,10 +170,8 @@ def _raw_worker(url: str, owner: str, start: Any, counts: Any, index: int) -> No
 
 def _raw_ceiling(url: str, n: int) -> float:
     db = Database(create(url))
-    with db.write() as conn:
-        conn.execute(text("DELETE FROM job_events"))
-        conn.execute(text("DELETE FROM jobs"))
-    _enqueue(db, n, "raw")
+    empty(db)
+    enqueue(db, n, "raw")
     db.dispose()
     ctx = mp.get_context("spawn")
     start = ctx.Event()
@@ -177,7 +193,7 @@ def _raw_ceiling(url: str, n: int) -> float:
     return n / elapsed
 
 
-def _scratch(url: str | None) -> tuple[str, Any]:
+def scratch(url: str | None) -> tuple[str, Any]:
     """A fresh database of the kind ``url`` names, and a function that removes it."""
     if not url or make_url(url).get_backend_name() == "sqlite":
         folder = Path(tempfile.mkdtemp(prefix="gen3d-bench-"))
@@ -198,7 +214,7 @@ def _scratch(url: str | None) -> tuple[str, Any]:
 
 
 def run(n: int) -> dict[str, Any]:
-    url, drop = _scratch(os.environ.get("GEN3D_DATABASE_URL"))
+    url, drop = scratch(os.environ.get("GEN3D_DATABASE_URL"))
     try:
         db = Database(create(url))
         upgrade(db)

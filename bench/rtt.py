@@ -19,18 +19,15 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from bench import common
-from bench.queue import ROOT, _enqueue, _scratch, _seconds
+from bench.queue import ROOT, empty, enqueue, jobs_per_s, runner_env, scratch
 from db.engine import Database, create
 from db.migrate import upgrade
-from db.models import job_events
 
 
 class Relay:
@@ -81,14 +78,9 @@ class Relay:
 
 def _one_runner(url: str, n: int) -> float:
     db = Database(create(url))
-    with db.write() as conn:
-        conn.execute(job_events.delete())
-        conn.exec_driver_sql("DELETE FROM jobs")
-    _enqueue(db, n, f"rtt-{os.getpid()}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GEN3D_")}
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # the queue, not the disk
-    outputs = tempfile.mkdtemp(prefix="gen3d-bench-", dir=shm)
-    env.update(GEN3D_DATABASE_URL=url, GEN3D_OUTPUTS=outputs)
+    empty(db)
+    enqueue(db, n, f"rtt-{os.getpid()}")
+    env, outputs = runner_env(url)
     try:
         subprocess.run(
             [sys.executable, str(ROOT / "manage.py"), "run", "--until-idle"],
@@ -96,22 +88,16 @@ def _one_runner(url: str, n: int) -> float:
         )  # fmt: skip
     finally:
         shutil.rmtree(outputs, ignore_errors=True)
-    with db.read() as conn:
-        first, last = conn.execute(
-            select(
-                func.min(job_events.c.at).filter(job_events.c.to_state == "running"),
-                func.max(job_events.c.at).filter(job_events.c.to_state == "succeeded"),
-            )
-        ).one()
+    rate = jobs_per_s(db, n)
     db.dispose()
-    return n / (_seconds(last) - _seconds(first))
+    return rate
 
 
 def run(n: int, delay_ms: float) -> dict[str, Any]:
     base = os.environ.get("GEN3D_DATABASE_URL", "")
     if not base or make_url(base).get_backend_name() != "postgresql":
         raise SystemExit("bench.rtt needs GEN3D_DATABASE_URL naming a PostgreSQL server")
-    url, drop = _scratch(base)
+    url, drop = scratch(base)
     try:
         db = Database(create(url))
         upgrade(db)
