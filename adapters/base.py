@@ -78,6 +78,13 @@ class Result:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+_INPUT_NAMES = {
+    "image": "a picture (the job's `image`)",
+    "prompt": "a text prompt (the job's `prompt`)",
+    "mesh": "a mesh (the job's `mesh`)",
+}
+
+
 class Adapter:
     """Base class. Subclasses set the class attributes and the three verbs."""
 
@@ -110,12 +117,23 @@ class Adapter:
         out: list[Result | BaseException] = []
         for item in items:
             try:
+                self.check_inputs(item)
                 out.append(self.run_one(item))
             except Exception as exc:  # noqa: BLE001 - one bad input spoils only its slot
                 out.append(exc)
         return out
 
+    def check_inputs(self, item: Item) -> None:
+        """Raise InputError unless ``item`` has every input ``requires`` names. Ingest
+        checks the job file the same way; this covers items made any other way."""
+        given = {"image": bool(item.images), "prompt": bool(item.prompt),
+                 "mesh": item.mesh is not None}  # fmt: skip
+        missing = [_INPUT_NAMES[need] for need in self.requires if not given[need]]
+        if missing:
+            raise InputError(f"{self.model_id} needs " + " and ".join(missing))
+
     def run_one(self, item: Item) -> Result:
+        """One item whose required inputs are there (``check_inputs``)."""
         raise NotImplementedError(f"{type(self).__name__} implements neither run_batch nor run_one")
 
     def unload(self) -> None:

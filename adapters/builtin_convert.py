@@ -306,8 +306,6 @@ class ConvertAdapter(Adapter):
     version = "1"
 
     def run_one(self, item: Item) -> Result:
-        if item.mesh is None:
-            raise InputError("builtin-convert needs a mesh")
         params = ConvertParams.model_validate(item.params)
         mesh, info = convert(item.mesh, params)
         return Result(mesh=mesh, info=info)

@@ -946,8 +946,6 @@ class PartsAdapter(Adapter):
     version = "1"
 
     def run_one(self, item: Item) -> Result:
-        if item.mesh is None:
-            raise InputError("builtin-parts needs a mesh to split into parts")
         params = PartsParams.model_validate(item.params)
         t0 = time.perf_counter()
         mesh = item.mesh

@@ -597,13 +597,6 @@ class ProjectAdapter(Adapter):
     version = "1"
 
     def run_one(self, item: Item) -> Result:
-        if item.mesh is None:
-            raise InputError("builtin-project needs a mesh to texture (the job's `mesh`)")
-        if not item.images:
-            raise InputError(
-                "builtin-project needs a picture to project onto the mesh (the job's `image`):"
-                " the view of the subject from the front"
-            )
         params = ProjectParams.model_validate(item.params)
         name = item.image_names[0] if item.image_names else "image"
         t0 = time.perf_counter()

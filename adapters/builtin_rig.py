@@ -903,8 +903,6 @@ class RigAdapter(Adapter):
     version = "1"
 
     def run_one(self, item: Item) -> Result:
-        if item.mesh is None:
-            raise InputError("builtin-rig needs a mesh to rig")
         params = RigParams.model_validate(item.params)
         mesh = item.mesh
         t0 = time.perf_counter()
