@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters import surface
 from adapters.base import Adapter, Artifact, InputError, Item, Result
 
 MAX_PARTS = 32
@@ -87,17 +88,10 @@ def weld(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarra
     Faces that collapse (two corners on one point) and repeats of a face are left out
     of the graph; they take a neighbour's part at the end.
     """
-    v = np.asarray(vertices, np.float64)
-    # Corners within 2^-21 of the longest side are one point: one 63-bit key each.
-    scale = max(float(np.ptp(v, axis=0).max()), 1e-300)
-    cell = np.round((v - v.min(axis=0)) / scale * (2**21 - 1)).astype(np.int64)
-    key = (cell[:, 0] << 42) | (cell[:, 1] << 21) | cell[:, 2]
-    _, first, index = np.unique(key, return_index=True, return_inverse=True)
-    tris = index.reshape(-1)[np.asarray(faces, np.int64).reshape(-1, 3)]
-    good = (tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 2] != tris[:, 0])
-    kept = np.flatnonzero(good)
+    # Corners within 2^-21 of the longest side are one point.
+    points, tris, _, kept = surface.weld(vertices, faces, bits=21)
     # Repeats: equal corner sets, found side by side when sorted by a hash of them.
-    corners = np.sort(tris[kept], axis=1).astype(np.uint64)
+    corners = np.sort(tris, axis=1).astype(np.uint64)
     with np.errstate(over="ignore"):
         mix = (
             (corners[:, 0] * np.uint64(0x9E3779B97F4A7C15))
@@ -108,15 +102,7 @@ def weld(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarra
     again = (corners[order[1:]] == corners[order[:-1]]).all(axis=1)
     repeat = np.zeros(len(kept), bool)
     repeat[order[1:][again]] = True
-    kept = kept[~repeat]
-    return v[first], tris[kept], kept
-
-
-def _edge_keys(tris: np.ndarray, n_points: int) -> np.ndarray:
-    """(F, 3) int64: one number per edge of each face (edge j runs from corner j to
-    j + 1), the same for both of its faces whichever way round they hold it."""
-    ends = np.sort(np.stack([tris, np.roll(tris, -1, axis=1)], axis=2), axis=2)
-    return ends[..., 0] * np.int64(n_points) + ends[..., 1]
+    return points, tris[~repeat], kept[~repeat]
 
 
 def orient(points: np.ndarray, tris: np.ndarray) -> np.ndarray:
@@ -145,7 +131,7 @@ def orient(points: np.ndarray, tris: np.ndarray) -> np.ndarray:
         comp, minlength=pieces
     )
     _, where, uses = np.unique(
-        _edge_keys(fixed, len(points)), return_inverse=True, return_counts=True
+        surface.edge_keys(fixed, len(points)), return_inverse=True, return_counts=True
     )
     open_face = (uses[where.reshape(-1, 3)] != 2).any(axis=1)
     closed = np.bincount(comp, weights=open_face, minlength=pieces) == 0
@@ -205,7 +191,7 @@ def _collapse(points: np.ndarray, tris: np.ndarray, target: int) -> tuple[np.nda
     else, or when it stops far from the target, quadric decimation."""
     import fast_simplification
 
-    _, uses = np.unique(_edge_keys(tris, len(points)), return_counts=True)
+    _, uses = np.unique(surface.edge_keys(tris, len(points)), return_counts=True)
     if uses.max() <= 2:
         import igl
 
@@ -232,7 +218,7 @@ def split_long_edges(
         if not (lengths > max_len).any():
             break
         keys, first, edge_id = np.unique(
-            _edge_keys(tris, len(points)), return_index=True, return_inverse=True
+            surface.edge_keys(tris, len(points)), return_index=True, return_inverse=True
         )
         edge_id = edge_id.reshape(-1, 3)
         split = np.zeros(len(keys), bool)

@@ -2,7 +2,7 @@
 
 The pipeline, each step a function over numpy arrays (I/O stays in the adapter):
 
-1. ``weld`` and ``split_bodies``: vertices split at UV seams are joined so the surface is
+1. ``surface.weld`` and ``split_bodies``: vertices split at UV seams are joined so the surface is
    one connected graph; the largest body is rigged, small separate pieces (eyes, a
    sword) follow the body point nearest to them rigidly, and several bodies of
    comparable size are refused (one character per job).
@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters import surface
 from adapters.base import Adapter, Artifact, InputError, Item, Result
 from adapters.gltf_skin import skinned_glb
 
@@ -87,23 +88,6 @@ class Skeleton:
 # ---------------------------------------------------------------------------- surface
 
 
-def weld(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Join coincident vertices: (points, triangles, index of each input vertex's point).
-
-    Triangles that collapse (two corners joined) are dropped.
-    """
-    v = np.asarray(vertices, np.float64)
-    scale = max(float(np.ptp(v, axis=0).max()), 1e-12)
-    # A 2^20 grid per axis (a millionth of the size) packed into one int64 key.
-    cell = np.round((v - v.min(axis=0)) / scale * (2**20 - 1)).astype(np.int64)
-    key = (cell[:, 0] << 42) | (cell[:, 1] << 21) | cell[:, 2]
-    _, first, index = np.unique(key, return_index=True, return_inverse=True)
-    index = index.reshape(-1)
-    tris = index[np.asarray(faces)]
-    good = (tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 2] != tris[:, 0])
-    return v[first], tris[good], index
-
-
 def _vertex_labels(n: int, tris: np.ndarray) -> tuple[int, np.ndarray]:
     from scipy import sparse
     from scipy.sparse.csgraph import connected_components
@@ -119,9 +103,9 @@ def _edge_table(tris: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.nd
 
     Sides are keyed as one int64 (low * n + high): np.unique on rows is far slower.
     """
-    sides = np.stack([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]], axis=1)
-    lo, hi = sides.min(axis=2), sides.max(axis=2)
-    keys, inv, counts = np.unique(lo * n + hi, return_inverse=True, return_counts=True)
+    keys, inv, counts = np.unique(
+        surface.edge_keys(tris, n), return_inverse=True, return_counts=True
+    )
     return np.column_stack([keys // n, keys % n]), inv.reshape(-1, 3), counts
 
 
@@ -730,7 +714,7 @@ def rig(vertices: np.ndarray, faces: np.ndarray, params: RigParams) -> tuple[Rig
     from scipy.spatial import cKDTree
 
     clock = [time.perf_counter()]
-    points, tris, index = weld(vertices, faces)
+    points, tris, index, _ = surface.weld(vertices, faces, bits=20)
     labels, main = split_bodies(points, tris)
     body = tris[labels[tris[:, 0]] == main]
     body_points = np.unique(body)
