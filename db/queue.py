@@ -163,12 +163,18 @@ def enqueue_file(conn: Connection, new: list[NewJob], outputs_root: str) -> list
             .where(jobs.c.id.in_(created), jobs.c.state == "rejected")
             .values(outputs_uri=literal(outputs_root + "rejected/") + cast(jobs.c.id, String))
         )
-        for j in todo:
-            if j.stage > 0:
-                parent = after[(j.source_entry, j.stage - 1)][0]
-                conn.execute(
-                    update(jobs).where(jobs.c.id == after[key(j)][0]).values(parent_id=parent)
-                )
+        links = [
+            {"p_child": after[key(j)][0], "p_parent": after[(j.source_entry, j.stage - 1)][0]}
+            for j in todo
+            if j.stage > 0
+        ]
+        if links:  # one executemany, not a statement per stage
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == bindparam("p_child"))
+                .values(parent_id=bindparam("p_parent")),
+                links,
+            )
         _record(conn, created, None, jobs.c.state, runner=None, detail=jobs.c.error)
     return [
         Enqueued(
