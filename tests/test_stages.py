@@ -12,7 +12,7 @@ import pytest
 import trimesh
 from click.testing import CliRunner
 
-from config import Settings, load_settings
+from config import Settings
 from db import queue
 from db.engine import Database, create
 from db.migrate import upgrade
@@ -196,13 +196,15 @@ def test_a_mesh_input_outside_the_job_folder_is_rejected(sqlite_settings: Settin
     assert "outside" in error
 
 
-def test_a_mesh_over_the_face_limit_is_rejected(tmp_path: Path) -> None:
-    settings = load_settings(
-        env={}, database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", inbox=str(tmp_path / "in"),
-        outputs=str(tmp_path / "out"), limits={"max_mesh_faces": 1000},
-    )  # fmt: skip
-    error = _rejected(settings, {"task": "segment", "mesh": "c.glb"},
-                      c__glb=_glb(meshes.character()))  # fmt: skip
+def _character_rejected(settings: Settings, **limits: int) -> str:
+    """The reason a segment job on the character mesh is rejected under ``limits``."""
+    limited = settings.model_copy(update={"limits": settings.limits.model_copy(update=limits)})
+    return _rejected(limited, {"task": "segment", "mesh": "c.glb"},
+                     c__glb=_glb(meshes.character()))  # fmt: skip
+
+
+def test_a_mesh_over_the_face_limit_is_rejected(sqlite_settings: Settings) -> None:
+    error = _character_rejected(sqlite_settings, max_mesh_faces=1000)
     assert "1,000" in error or "1000" in error
 
 
@@ -266,11 +268,6 @@ def test_labels_of_a_segment_job_cover_every_face(sqlite_settings: Settings) -> 
     assert labels.shape == (len(table.faces),) and labels.min() >= 0
 
 
-def test_a_mesh_over_the_byte_limit_is_rejected(tmp_path: Path) -> None:
-    settings = load_settings(
-        env={}, database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", inbox=str(tmp_path / "in"),
-        outputs=str(tmp_path / "out"), limits={"max_mesh_bytes": 10_000},
-    )  # fmt: skip
-    error = _rejected(settings, {"task": "segment", "mesh": "c.glb"},
-                      c__glb=_glb(meshes.character()))  # fmt: skip
+def test_a_mesh_over_the_byte_limit_is_rejected(sqlite_settings: Settings) -> None:
+    error = _character_rejected(sqlite_settings, max_mesh_bytes=10_000)
     assert "the limit is 10,000" in error and "c.glb" in error
