@@ -16,14 +16,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.elements import ClauseElement
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE = "gen3d_write"
@@ -159,3 +161,65 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# ---------------------------------------------------------------------------- hot path
+
+
+@dataclass(frozen=True)
+class _DriverStatement:
+    sql: str
+    defaults: dict[str, Any]  # the statement's own bound values (its literals)
+    utc: tuple[str, ...]  # result columns that are UTCDateTime
+
+
+# Keyed by the statement object: the hot statements are built once per dialect.
+_driver_statements: dict[ClauseElement, _DriverStatement] = {}
+
+
+def driver_rows(
+    conn: Connection, stmt: ClauseElement, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Run a prebuilt PostgreSQL statement on the psycopg connection itself: its rows
+    as dicts, UTC columns as aware UTC datetimes, errors as SQLAlchemy's.
+
+    For the claim and a batch's completion, which run for every batch: SQLAlchemy's
+    execution and result machinery cost more client time than the statement's 32 rows
+    (about 8 of the 20 microseconds a job's claim takes here). The statement is still
+    built and compiled by SQLAlchemy, once; psycopg prepares it on the server after a
+    few runs, as it would through SQLAlchemy. A dead connection is invalidated and the
+    error raised as ``sqlalchemy.exc.OperationalError``, so callers' retries and the
+    pool behave exactly as on the ordinary path.
+    """
+    import psycopg
+    from psycopg.rows import dict_row
+
+    prepared = _driver_statements.get(stmt)
+    if prepared is None:
+        from db.models import UTCDateTime
+
+        compiled = stmt.compile(dialect=conn.dialect)
+        columns = getattr(stmt, "selected_columns", ())
+        utc = tuple(c.key for c in columns if isinstance(c.type, UTCDateTime))
+        prepared = _driver_statements[stmt] = _DriverStatement(
+            str(compiled), dict(compiled.params), utc
+        )
+    values = {**prepared.defaults, **params}
+    raw: Any = conn.connection.driver_connection
+    try:
+        with raw.cursor(row_factory=dict_row) as cur:
+            cur.execute(prepared.sql, values)
+            rows: list[dict[str, Any]] = cur.fetchall() if cur.description else []
+    except psycopg.Error as err:
+        gone = conn.dialect.is_disconnect(err, raw, None)  # type: ignore[arg-type]
+        if gone:
+            conn.invalidate(err)
+        raise DBAPIError.instance(
+            prepared.sql, values, err, psycopg.Error, connection_invalidated=gone,
+            dialect=conn.dialect,
+        ) from err  # fmt: skip
+    for key in prepared.utc:
+        for row in rows:
+            if (value := row[key]) is not None:
+                row[key] = value.astimezone(UTC)
+    return rows

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Dialect
 
 STATES = ("queued", "running", "succeeded", "failed", "rejected", "cancelled", "waiting")
 FINAL_STATES = ("succeeded", "failed", "rejected", "cancelled")
+LEASE_WHILE_RUNNING = "(state = 'running') = (lease_owner IS NOT NULL)"
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -104,6 +105,9 @@ jobs = Table(
     Column("stages", Integer, nullable=False, server_default="1"),
     UniqueConstraint("source_uri", "source_sha256", "source_entry", "stage"),
     CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in STATES) + ")", name="state_known"),
+    # A lease has an owner exactly while the job runs: "held by runner R" is then
+    # ``lease_owner = R`` alone, the guard of every runner's update of its own jobs.
+    CheckConstraint(LEASE_WHILE_RUNNING, name="lease_while_running"),
 )
 
 # The claim statement's access path: queued jobs of one model, most urgent first.

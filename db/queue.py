@@ -2,9 +2,9 @@
 
 Each function takes a Connection inside a transaction the caller opened (use
 ``Database.write()`` for anything that writes: on SQLite that is ``BEGIN IMMEDIATE``).
-State changes are single guarded UPDATEs (``WHERE state = ... AND lease_owner = ...``),
-never read-modify-write in Python, so a runner that lost its lease cannot overwrite
-the work of the one that took the job over.
+State changes are single guarded UPDATEs (``WHERE state = ...``, or for a runner's own
+jobs ``WHERE lease_owner = ...``), never read-modify-write in Python, so a runner that
+lost its lease cannot overwrite the work of the one that took the job over.
 
 Time: PostgreSQL's ``now()`` when the database is shared by many hosts; on SQLite
 (one host by construction) the Python clock.
@@ -18,12 +18,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
     Integer,
     Interval,
     String,
-    and_,
+    any_,
     bindparam,
     case,
     cast,
@@ -36,6 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from db.engine import driver_rows
 from db.models import UTCDateTime, job_events, jobs
 
 EVENT_COLUMNS = ["job_id", "from_state", "to_state", "at", "runner", "attempt", "detail"]
@@ -286,12 +288,12 @@ def outlook(conn: Connection) -> Outlook:
 # lookup instead of a rebuild. On PostgreSQL each is one statement whose data-modifying
 # CTE also writes the state events (one round trip, no event rows through Python).
 
-# What a runner reads of a claimed job (not ``spec``: the whole job file entry).
+# What a runner reads of a claimed job (its manifest, its chain; not ``spec``, the whole
+# job file entry): every column more is decoded 32 times a batch.
 CLAIMED = (
-    "id", "name", "task", "model", "state", "priority", "params", "seed", "output_format", "inputs",
-    "source_uri", "source_entry", "source_sha256", "attempts", "max_attempts",
-    "created_at", "started_at", "lease_owner", "lease_expires_at", "outputs_uri",
-    "parent_id", "stage", "stages",
+    "id", "name", "task", "model", "priority", "params", "seed", "output_format", "inputs",
+    "source_uri", "source_entry", "source_sha256", "attempts", "created_at", "started_at",
+    "outputs_uri", "stage", "stages",
 )  # fmt: skip
 
 
@@ -380,14 +382,17 @@ def _run_moving(
     from_state: str | None,
     to_state: str,
 ) -> list[Any]:
-    """Run a prebuilt state-moving statement and make sure its events are written."""
+    """Run a prebuilt state-moving statement and make sure its events are written;
+    returns its rows as dicts."""
     params.setdefault("p_detail", None)
-    rows = list(conn.execute(stmt, _hot_params(conn, **params)).all())
-    if rows and conn.dialect.name != "postgresql":
+    if conn.dialect.name == "postgresql":  # the events are in the statement
+        return driver_rows(conn, stmt, params)
+    rows = [dict(r._mapping) for r in conn.execute(stmt, _hot_params(conn, **params))]
+    if rows:
         conn.execute(
             _record_moved_stmt(conn.dialect.name, from_state, to_state),
             _hot_params(
-                conn, moved_ids=[r.id for r in rows], p_owner=params.get("p_owner"),
+                conn, moved_ids=[r["id"] for r in rows], p_owner=params.get("p_owner"),
                 p_detail=params["p_detail"],
             ),
         )  # fmt: skip
@@ -418,16 +423,30 @@ def claim(
         "queued",
         "running",
     )  # fmt: skip
-    claimed = [dict(r._mapping) for r in rows]
-    claimed.sort(key=lambda r: (-r["priority"], r["id"]))
-    return claimed
+    rows.sort(key=lambda r: (-r["priority"], r["id"]))
+    return rows
 
 
 # ---------------------------------------------------------------------------- finish / fail
 
 
 def _held(owner: Any) -> ColumnElement[bool]:
-    return and_(jobs.c.state == "running", jobs.c.lease_owner == owner)
+    """Still held by ``owner``. A job has a lease owner exactly while it is running (a
+    CHECK constraint), so the owner alone says it; and without ``state = 'running'``
+    the planner cannot pick the partial lease index for a runner's own jobs, a scan of
+    every running row and every dead entry since the last vacuum, chosen whenever the
+    statistics have not seen the running rows yet. By id, through the primary key, a
+    batch's completion costs the batch and nothing more."""
+    return jobs.c.lease_owner == owner
+
+
+def _ids_in(dialect: str) -> ColumnElement[bool]:
+    """``id`` among the list bound as ``ids``: one array parameter on PostgreSQL (one
+    statement text whatever the batch size, nothing re-rendered per call), an expanded
+    IN list on SQLite."""
+    if dialect == "postgresql":
+        return jobs.c.id == any_(bindparam("ids", type_=postgresql.ARRAY(BigInteger)))
+    return jobs.c.id.in_(bindparam("ids", expanding=True))
 
 
 @functools.cache
@@ -443,7 +462,7 @@ def _move_held_stmt(dialect: str, to: str, extra: tuple[str, ...]) -> Any:
             values.update(attempts=jobs.c.attempts - 1, run_after=_clock(dialect))
     moved = (
         update(jobs)
-        .where(jobs.c.id.in_(bindparam("ids", expanding=True)), _held(bindparam("p_owner")))
+        .where(_ids_in(dialect), _held(bindparam("p_owner")))
         .values(**values)
         .returning(jobs.c.id, jobs.c.attempts)
     )
@@ -464,7 +483,7 @@ def _move_held(
         "running",
         to,
     )
-    return [r.id for r in rows]
+    return [r["id"] for r in rows]
 
 
 def finish(conn: Connection, ids: list[int], *, owner: str) -> list[int]:

@@ -79,7 +79,7 @@ def test_each_stage_runs_after_its_parent_with_the_parents_mesh(db: Database) ->
                                  "mesh": f"{OUT}{ids[0]}/mesh.glb"}  # fmt: skip
     assert _rows(db, ids)[2]["state"] == "waiting"
     (claimed,) = _claim(db, "m-texture")
-    assert claimed["id"] == ids[1] and claimed["parent_id"] == ids[0] and claimed["stage"] == 1
+    assert claimed["id"] == ids[1] and claimed["stage"] == 1 and claimed["stages"] == 3
     _succeed(db, claimed)
     (rig,) = _claim(db, "m-rig")
     assert rig["inputs"] == {"mesh": f"{OUT}{ids[1]}/mesh.glb"}

@@ -55,3 +55,35 @@ def test_runner_rides_out_a_postgresql_restart(pg_url: str, pg_db: Database) -> 
     assert proc.wait(timeout=240) == 0, _log(proc)
     assert _states(db) == {"succeeded": len(ids)}
     assert _events_per_job(db, "succeeded") == {i: 1 for i in ids}
+
+
+def test_a_claim_on_a_dropped_connection_fails_as_sqlalchemy_does(
+    pg_url: str, pg_db: Database
+) -> None:
+    """The claim and a batch's completion run on the psycopg connection itself
+    (``db.engine.driver_rows``): a connection the server dropped must still surface as
+    SQLAlchemy's OperationalError (what the runner retries on) and leave the pool, so
+    the next claim gets a live one."""
+    from sqlalchemy.exc import OperationalError
+
+    from db import queue
+
+    ids = _enqueue(pg_db, 3)
+    with pg_db.statement() as conn:  # the pooled connection the claim will be given
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    admin = Database(create(pg_url, pool=False))
+    with admin.read() as conn:
+        assert conn.execute(text("SELECT pg_terminate_backend(:p, 10000)"), {"p": pid}).scalar()
+    admin.dispose()
+    claim = {"model": "builtin-noop", "limit": 2, "owner": "r", "lease_s": 60,
+             "outputs_root": "/out/"}  # fmt: skip
+    with pytest.raises(OperationalError) as caught, pg_db.statement() as conn:
+        queue.claim(conn, **claim)  # type: ignore[arg-type]
+    assert caught.value.connection_invalidated
+    with pg_db.statement() as conn:
+        got = queue.claim(conn, **claim)  # type: ignore[arg-type]
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
+    assert sorted(j["id"] for j in got) == ids[:2]
+    with pg_db.statement() as conn:
+        assert queue.finish(conn, ids[:2], owner="r") == ids[:2]
+    assert _states(pg_db) == {"succeeded": 2, "queued": 1}

@@ -77,9 +77,14 @@ def test_claim_takes_most_urgent_first_and_only_its_model(db: Database) -> None:
     with db.write() as conn:
         got = queue.claim(conn, model="m", limit=2, owner="r1", lease_s=60, outputs_root=OUT)
     assert [j["priority"] for j in got] == [9, 0]
-    assert all(j["model"] == "m" and j["state"] == "running" and j["attempts"] == 1 for j in got)
-    assert all(j["lease_owner"] == "r1" and j["lease_expires_at"] > j["started_at"] for j in got)
+    assert all(j["model"] == "m" and j["attempts"] == 1 for j in got)
     assert all(j["outputs_uri"] == f"/out/{j['id']}" for j in got)
+    with db.read() as conn:
+        rows = conn.execute(
+            text("SELECT state, lease_owner, lease_expires_at > started_at FROM jobs"
+                 " WHERE id IN (:a, :b)"), {"a": got[0]["id"], "b": got[1]["id"]},
+        ).all()  # fmt: skip
+    assert [tuple(r) for r in rows] == [("running", "r1", True)] * 2
 
 
 def test_claimed_jobs_are_not_claimed_twice(db: Database) -> None:
@@ -187,6 +192,27 @@ def test_migrated_schema_matches_the_table_definitions(db: Database) -> None:
     with db.read() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
+
+
+def test_a_lease_has_an_owner_exactly_while_the_job_runs(db: Database) -> None:
+    """The CHECK that lets a runner's updates of its own jobs say only ``lease_owner``."""
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+
+    with db.write() as conn:
+        queue.enqueue_file(conn, _jobs(3), OUT)
+        a, b = queue.claim(conn, model="m", limit=2, owner="r", lease_s=60, outputs_root=OUT)
+    for sql in (
+        "UPDATE jobs SET state = 'succeeded' WHERE id = :id",  # finished, still leased
+        "UPDATE jobs SET lease_owner = NULL WHERE id = :id",  # running, nobody's
+        "UPDATE jobs SET lease_owner = 'r' WHERE state = 'queued'",  # leased, not running
+    ):
+        with pytest.raises(IntegrityError, match="lease_while_running"), db.write() as conn:
+            conn.execute(text(sql), {"id": a["id"]})
+    with db.write() as conn:
+        assert queue.finish(conn, [a["id"], b["id"]], owner="someone else") == []
+        assert queue.finish(conn, [a["id"], b["id"]], owner="r") == [a["id"], b["id"]]
+        assert queue.finish(conn, [a["id"]], owner="r") == []  # once, and only once
 
 
 def test_status_reads_the_views_with_names_and_outputs(db: Database) -> None:

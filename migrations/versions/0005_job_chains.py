@@ -7,11 +7,10 @@ Create Date: 2026-11-25
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import sqlalchemy as sa
 from alembic import op
+
+from migrations.helpers import views_set_aside
 
 revision = "0005"
 down_revision = "0004"
@@ -21,24 +20,8 @@ depends_on = None
 OLD_KEY = ["source_uri", "source_sha256", "source_entry"]
 
 
-@contextmanager
-def _views_set_aside() -> Iterator[None]:
-    """SQLite rebuilds a table to change its constraints, and refuses while views name
-    it: drop the views for the rebuild and create them again, exactly as they were."""
-    bind = op.get_bind()
-    if bind.dialect.name != "sqlite":
-        yield
-        return
-    views = bind.execute(sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'view'")).all()
-    for name, _ in views:
-        op.execute(f"DROP VIEW {name}")
-    yield
-    for _, sql in views:
-        op.execute(sql)
-
-
 def upgrade() -> None:
-    with _views_set_aside(), op.batch_alter_table("jobs") as batch:
+    with views_set_aside(), op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("parent_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite")))
         batch.add_column(sa.Column("stage", sa.Integer, nullable=False, server_default="0"))
         batch.add_column(sa.Column("stages", sa.Integer, nullable=False, server_default="1"))
@@ -62,7 +45,7 @@ def downgrade() -> None:
     op.execute("DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE stage > 0)")
     op.execute("UPDATE jobs SET parent_id = NULL")
     op.execute("DELETE FROM jobs WHERE stage > 0")
-    with _views_set_aside(), op.batch_alter_table("jobs") as batch:
+    with views_set_aside(), op.batch_alter_table("jobs") as batch:
         batch.drop_constraint(
             op.f("uq_jobs_source_uri_source_sha256_source_entry_stage"), type_="unique"
         )
