@@ -59,7 +59,6 @@ class RunStats:
     retried: int = 0
     batches: int = 0
     loads: int = 0
-    job_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -282,7 +281,6 @@ class Runner:
             self._lost = set()
         self.stats.claimed += len(jobs)
         self.stats.batches += 1
-        self.stats.job_ids.extend(j["id"] for j in jobs)
         if spec is None or doomed is not None:
             gone = doomed or InputError(f"model {model_id!r} is not in the registry any more")
             self._record([_Outcome(j, gone) for j in jobs], model={"id": model_id}, timings={})
