@@ -136,10 +136,10 @@ def test_silent_runner_is_declared_gone_and_a_beating_one_is_not(db: Database) -
 # ---------------------------------------------------------------------------- processes
 
 
-def _runner(db_url: str, *args: str) -> subprocess.Popen[str]:
+def _runner(db_url: str, *args: str, lease_s: float = 1.5) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEN3D_")}
     outputs = tempfile.mkdtemp(prefix="gen3d-runner-out-")  # never the repository's var/
-    env.update(GEN3D_DATABASE_URL=db_url, GEN3D_OUTPUTS=outputs, GEN3D_LEASE_S="1.5",
+    env.update(GEN3D_DATABASE_URL=db_url, GEN3D_OUTPUTS=outputs, GEN3D_LEASE_S=str(lease_s),
                GEN3D_HEARTBEAT_S="0.3", GEN3D_REAP_INTERVAL_S="0.3",
                GEN3D_POLL_INTERVAL_S="0.05")  # fmt: skip
     # stderr to a file, not a pipe: a runner logs a line per job, and an unread pipe
