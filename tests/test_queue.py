@@ -163,6 +163,21 @@ def test_demand_summarises_runnable_work_per_model(db: Database) -> None:
     assert (d["x"].ready, d["x"].top_priority) == (1, 7)
 
 
+def test_demand_reads_a_bounded_head_of_each_models_queue(db: Database) -> None:
+    with db.write() as conn:
+        queue.enqueue_file(conn, _jobs(5, priority=0), OUT)
+        queue.enqueue_file(conn, _jobs(1, priority=3, uri="file:///b.json"), OUT)
+        queue.enqueue_file(conn, _jobs(2, model="zz", uri="file:///z.json"), OUT)
+        queue.enqueue_file(conn, _jobs(1, model="aa", uri="file:///a.json"), OUT)
+        (late,) = queue.claim(conn, model="aa", limit=1, owner="r", lease_s=60, outputs_root=OUT)
+        queue.fail(conn, late["id"], owner="r", error="x", permanent=False, retry_in_s=3600)
+    with db.read() as conn:
+        d = {m.model: m for m in queue.demand(conn, cap=3)}
+    assert set(d) == {"m", "zz"}  # "aa" has only a job waiting out its back-off
+    assert (d["m"].ready, d["m"].top_priority) == (3, 3)  # counted up to the cap
+    assert (d["zz"].ready, d["zz"].top_priority) == (2, 0)
+
+
 def test_reporting_views_have_the_documented_columns(db: Database) -> None:
     with db.write() as conn:
         queue.enqueue_file(conn, _jobs(1), OUT)
@@ -213,6 +228,27 @@ def test_a_lease_has_an_owner_exactly_while_the_job_runs(db: Database) -> None:
         assert queue.finish(conn, [a["id"], b["id"]], owner="someone else") == []
         assert queue.finish(conn, [a["id"], b["id"]], owner="r") == [a["id"], b["id"]]
         assert queue.finish(conn, [a["id"]], owner="r") == []  # once, and only once
+
+
+def test_the_claim_walks_its_index_in_order_without_a_sort(db: Database) -> None:
+    """ix_jobs_claim is (model, priority DESC, id) on both databases: a table rebuild on
+    SQLite once dropped the DESC, and each claim then sorted all its model's jobs."""
+    definition = {
+        "postgresql": "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_jobs_claim'",
+        "sqlite": "SELECT sql FROM sqlite_master WHERE name = 'ix_jobs_claim'",
+    }[db.dialect]
+    with db.read() as conn:
+        ddl = conn.execute(text(definition))
+        assert "(model, priority DESC, id)" in ddl.scalar_one()
+        if db.dialect == "sqlite":
+            pick = (
+                "SELECT id FROM jobs WHERE state = 'queued' AND model = 'm' AND run_after <= :t"
+                " ORDER BY priority DESC, id LIMIT 32"
+            )
+            plan = [r[3] for r in conn.execute(text("EXPLAIN QUERY PLAN " + pick), {"t": "9"})]
+            assert any("ix_jobs_claim" in step for step in plan) and not any(
+                "TEMP B-TREE" in step for step in plan
+            ), plan
 
 
 def test_status_reads_the_views_with_names_and_outputs(db: Database) -> None:

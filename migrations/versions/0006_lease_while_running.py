@@ -1,8 +1,14 @@
-"""jobs: a CHECK that a job has a lease owner exactly while it runs
+"""jobs: a CHECK that a job has a lease owner exactly while it runs; on SQLite the
+claim index ordered by priority descending again
 
 The runner's updates of its own jobs (completion, failure, release, lease renewal) are
 guarded by ``lease_owner = :runner`` alone, which lets the planner reach the batch by
 primary key; this constraint is what makes the owner alone mean "running, and held".
+
+SQLite rebuilds a table to change its constraints and re-creates its indexes from what
+it reflects, which loses a column's DESC: since 0005 ``ix_jobs_claim`` there was
+``(model, priority, id)``, so every claim (ORDER BY priority DESC, id) sorted all of
+its model's queued jobs. The index is made again as 0001 made it, after the rebuild.
 
 Revision ID: 0006
 Revises: 0005
@@ -39,8 +45,22 @@ def upgrade() -> None:
     )
     with views_set_aside(), op.batch_alter_table("jobs") as batch:
         batch.create_check_constraint(op.f(NAME), sa.text(CHECK))
+    _claim_index_descending()
 
 
 def downgrade() -> None:
     with views_set_aside(), op.batch_alter_table("jobs") as batch:
         batch.drop_constraint(op.f(NAME), type_="check")
+    _claim_index_descending()
+
+
+def _claim_index_descending() -> None:
+    if op.get_bind().dialect.name != "sqlite":
+        return
+    op.drop_index("ix_jobs_claim", "jobs")
+    op.create_index(
+        "ix_jobs_claim",
+        "jobs",
+        ["model", sa.text("priority DESC"), "id"],
+        sqlite_where=sa.text("state = 'queued'"),
+    )
