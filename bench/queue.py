@@ -5,7 +5,10 @@
 
 Both phases run in one invocation on a scratch database (a fresh SQLite file, or a
 throw-away database created on the named PostgreSQL server), so the ratio compares
-like with like:
+like with like. Each starts from the same state: empty tables, vacuumed and analysed
+(as autovacuum would leave them between bursts; a server may run without it), then N
+fresh jobs. ``--rounds`` (default 5) alternates the two phases and reports the median
+of each, since one phase's figure swings by a fifth or more from run to run here:
 
 - lifecycle: N jobs for the no-work model ``builtin-noop``; 4 ``manage.py run``
   processes take them through claim, state events, outputs (manifest, on a RAM-backed
@@ -15,9 +18,12 @@ like with like:
 - raw ceiling: N fresh jobs; 4 processes run only the bare claim statement
   (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 32) RETURNING``,
   run the way a runner runs its claim: autocommit on PostgreSQL, inside BEGIN IMMEDIATE
-  on SQLite) until nothing is left.
+  on SQLite) until nothing is left; jobs/s from the start signal to the last claim
+  that took jobs.
 
-Prints ``lifecycle_jobs_per_s``, ``raw_ceiling_jobs_per_s`` and ``ratio``.
+Prints the medians ``lifecycle_jobs_per_s`` and ``raw_ceiling_jobs_per_s``, their
+``ratio``, every round's figures, and where each phase's CPU went: microseconds a job
+of its own processes and, when the server runs on this machine, of the server.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,6 +86,56 @@ def empty(db: Database) -> None:
         conn.execute(text("DELETE FROM jobs"))
 
 
+def settle(db: Database) -> None:
+    """Empty the job tables, then VACUUM and ANALYZE them: the dead rows of the last
+    phase do not weigh on the next, and the planner sees the tables as they are."""
+    empty(db)
+    if db.dialect == "postgresql":
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE jobs, job_events"))
+        return
+    raw = db.engine.raw_connection()  # outside any transaction, as VACUUM needs
+    sqlite: Any = raw.driver_connection
+    try:
+        sqlite.execute("VACUUM")
+        sqlite.execute("ANALYZE")
+    finally:
+        raw.close()
+
+
+def _cpu_s(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds each process has used so far (Linux /proc; none for one
+    that is gone or a system without /proc)."""
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def _cpu_since(before: dict[int, float], pids: list[int]) -> float:
+    """CPU seconds the processes used since ``before`` (one started since: all of it)."""
+    return sum(t - before.get(pid, 0.0) for pid, t in _cpu_s(pids).items())
+
+
+def _server_pids(db: Database) -> list[int]:
+    """The PostgreSQL server's processes when it runs on this machine (none for SQLite,
+    or for a server elsewhere): where the database's share of the CPU is read."""
+    if db.dialect != "postgresql":
+        return []
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if entry.read_text().strip() == "postgres":
+                found.append(int(entry.parent.name))
+        except OSError:
+            continue
+    return found
+
+
 def jobs_per_s(db: Database, n: int) -> float:
     """``n`` over the seconds from the first claim event to the last succeeded event:
     the runners' work, without their start-up."""
@@ -92,8 +149,10 @@ def jobs_per_s(db: Database, n: int) -> float:
     return n / (_seconds(last) - _seconds(first))
 
 
-def _lifecycle(url: str, n: int) -> float:
+def _lifecycle(url: str, n: int) -> tuple[float, float, float | None]:
+    """Jobs/s, and the CPU seconds per job of the runners and of the server."""
     db = Database(create(url))
+    settle(db)
     env, outputs = runner_env(url)
     env.update(GEN3D_POLL_INTERVAL_S="0.05")
     procs = [
@@ -107,8 +166,18 @@ def _lifecycle(url: str, n: int) -> float:
         _until(lambda: _count(db, "SELECT count(*) FROM runners WHERE state = 'running'")
                >= PROCESSES, procs)  # fmt: skip
         enqueue(db, n, "lifecycle")
-        _until(lambda: _count(db, "SELECT count(*) FROM jobs WHERE state = 'succeeded'") >= n,
+        pids = [p.pid for p in procs]
+        cpu0 = (_cpu_s(pids), _cpu_s(_server_pids(db)))
+        # Polled while the runners work, so a cheap question (the first row the state
+        # index finds), not a count over every finished job.
+        _until(lambda: not _count(db, "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state"
+                                      " IN ('queued', 'running') LIMIT 1) AS left_over"),
                procs)  # fmt: skip
+        server = _server_pids(db)  # with any connection opened meanwhile
+        clients_s, server_s = _cpu_since(cpu0[0], pids), _cpu_since(cpu0[1], server)
+        done = _count(db, "SELECT count(*) FROM jobs WHERE state = 'succeeded'")
+        if done != n:
+            raise RuntimeError(f"{done} of {n} jobs succeeded")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -117,7 +186,7 @@ def _lifecycle(url: str, n: int) -> float:
         shutil.rmtree(outputs, ignore_errors=True)
     rate = jobs_per_s(db, n)
     db.dispose()
-    return rate
+    return rate, clients_s / n, server_s / n if server else None
 
 
 def _count(db: Database, sql: str) -> int:
@@ -152,10 +221,13 @@ RETURNING id
 RAW_SQLITE = RAW_PG.replace(" FOR UPDATE SKIP LOCKED", "")
 
 
-def _raw_worker(url: str, owner: str, start: Any, counts: Any, index: int) -> None:
+def _raw_worker(
+    url: str, owner: str, start: Any, finish: Any, counts: Any, ends: Any, cpus: Any, index: int
+) -> None:
     db = Database(create(url, pool=True))
     stmt = text(RAW_PG if db.dialect == "postgresql" else RAW_SQLITE)
     start.wait()
+    cpu0 = time.process_time()
     claimed = 0
     while True:
         # The way a runner claims: one statement, autocommit on PostgreSQL.
@@ -164,33 +236,47 @@ def _raw_worker(url: str, owner: str, start: Any, counts: Any, index: int) -> No
         if not got:
             break
         claimed += got
+        ends[index] = time.monotonic()  # the last claim that took jobs
+        cpus[index] = time.process_time() - cpu0
     counts[index] = claimed
+    finish.wait()  # connected until the server's CPU is read: its backend goes with it
     db.dispose()
 
 
-def _raw_ceiling(url: str, n: int) -> float:
+def _raw_ceiling(url: str, n: int) -> tuple[float, float, float | None]:
+    """Jobs/s, and the CPU seconds per job of the claiming processes and of the server."""
     db = Database(create(url))
-    empty(db)
+    settle(db)
     enqueue(db, n, "raw")
     db.dispose()
     ctx = mp.get_context("spawn")
-    start = ctx.Event()
-    counts = ctx.Array("i", PROCESSES)
+    start, finish = ctx.Event(), ctx.Event()
+    counts = ctx.Array("i", [-1] * PROCESSES)  # -1: still claiming
+    ends = ctx.Array("d", PROCESSES)
+    cpus = ctx.Array("d", PROCESSES)
     procs = [
-        ctx.Process(target=_raw_worker, args=(url, f"raw{i}", start, counts, i))
+        ctx.Process(target=_raw_worker, args=(url, f"raw{i}", start, finish, counts, ends, cpus, i))
         for i in range(PROCESSES)
     ]
     for p in procs:
         p.start()
     time.sleep(2.0)  # let them import and connect
-    t0 = time.perf_counter()
+    server = _server_pids(db)
+    server_cpu0 = _cpu_s(server)
+    t0 = time.monotonic()
     start.set()
+    while any(c < 0 for c in counts[:]) and any(p.is_alive() for p in procs):
+        time.sleep(0.01)
+    server_s = _cpu_since(server_cpu0, _server_pids(db))
+    finish.set()
     for p in procs:
         p.join()
-    elapsed = time.perf_counter() - t0
-    if sum(counts) != n:
-        raise RuntimeError(f"raw claims took {sum(counts)} of {n} jobs")
-    return n / elapsed
+    # Up to the last claim that took jobs, as the lifecycle counts up to the last
+    # success: the workers' exit is no more in it than the runners' start-up.
+    elapsed = max(ends[:]) - t0
+    if sum(counts[:]) != n:
+        raise RuntimeError(f"raw claims took {sum(counts[:])} of {n} jobs")
+    return n / elapsed, sum(cpus[:]) / n, server_s / n if server else None
 
 
 def scratch(url: str | None) -> tuple[str, Any]:
@@ -213,32 +299,58 @@ def scratch(url: str | None) -> tuple[str, Any]:
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
 
 
-def run(n: int) -> dict[str, Any]:
+def run(n: int, rounds: int = 5) -> dict[str, Any]:
     url, drop = scratch(os.environ.get("GEN3D_DATABASE_URL"))
+    lifecycle: list[tuple[float, float, float | None]] = []
+    raw: list[tuple[float, float, float | None]] = []
     try:
         db = Database(create(url))
         upgrade(db)
         db.dispose()
-        lifecycle = _lifecycle(url, n)
-        raw = _raw_ceiling(url, n)
+        for _ in range(rounds):  # alternated, so a slow spell of the machine hits both
+            lifecycle.append(_lifecycle(url, n))
+            raw.append(_raw_ceiling(url, n))
     finally:
         drop()
+    mid_lifecycle = statistics.median(r[0] for r in lifecycle)
+    mid_raw = statistics.median(r[0] for r in raw)
     return {
         "database": make_url(url).get_backend_name(),
         "jobs": n,
         "processes": PROCESSES,
         "batch": BATCH,
-        "lifecycle_jobs_per_s": round(lifecycle, 1),
-        "raw_ceiling_jobs_per_s": round(raw, 1),
-        "ratio": round(lifecycle / raw, 3),
+        "lifecycle_jobs_per_s": round(mid_lifecycle, 1),
+        "raw_ceiling_jobs_per_s": round(mid_raw, 1),
+        "ratio": round(mid_lifecycle / mid_raw, 3),
+        # Where the CPU goes (medians, microseconds a job): the processes of the phase,
+        # and the server when it runs on this machine.
+        "lifecycle_cpu_us_per_job": _cpu_split(lifecycle, "runners"),
+        "raw_cpu_us_per_job": _cpu_split(raw, "claimers"),
+        "rounds": [
+            {
+                "lifecycle_jobs_per_s": round(a[0], 1),
+                "raw_ceiling_jobs_per_s": round(b[0], 1),
+                "ratio": round(a[0] / b[0], 3),
+            }
+            for a, b in zip(lifecycle, raw, strict=True)
+        ],  # fmt: skip
     }
+
+
+def _cpu_split(rounds: list[tuple[float, float, float | None]], clients: str) -> dict[str, Any]:
+    split: dict[str, Any] = {clients: round(statistics.median(r[1] for r in rounds) * 1e6, 1)}
+    server = [r[2] for r in rounds if r[2] is not None]
+    if server:
+        split["server"] = round(statistics.median(server) * 1e6, 1)
+    return split
 
 
 def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5, help="phases of each kind, alternated")
     args = parser.parse_args()
-    result = run(args.jobs)
+    result = run(args.jobs, args.rounds)
     common.emit(result, as_json=args.json)
 
 
