@@ -125,6 +125,13 @@ Index(
     postgresql_where=text("state = 'running'"),
     sqlite_where=text("state = 'running'"),
 )
+# When the next queued job becomes runnable (an idle runner asks every poll interval).
+Index(
+    "ix_jobs_run_after",
+    jobs.c.run_after,
+    postgresql_where=text("state = 'queued'"),
+    sqlite_where=text("state = 'queued'"),
+)
 Index("ix_jobs_state", jobs.c.state)
 Index(
     "ix_jobs_parent_id",

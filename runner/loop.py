@@ -146,7 +146,11 @@ class Runner:
                 nxt = ahead.next_run_after
                 if until_idle and nxt is None and not ahead.any_running:
                     break
-                delay = poll if nxt is None else min(max((nxt - clock).total_seconds(), 0.01), poll)
+                # Wait for the next job's back-off to end, at most a poll interval. Jobs
+                # already due that this step left are not this runner's (a model for
+                # another's GPU): they are no reason to poll sooner.
+                due_in = None if nxt is None else (nxt - clock).total_seconds()
+                delay = poll if due_in is None or due_in <= 0 else min(max(due_in, 0.01), poll)
                 self.wake.wait(delay)
                 self.wake.clear()
         except Shutdown:

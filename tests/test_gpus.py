@@ -103,6 +103,36 @@ def test_a_model_too_big_for_every_gpu_waits_for_a_bigger_runner_and_says_why(
     assert "not running huge here: needs 80,000 MiB" in caplog.text
 
 
+def test_a_runner_idle_beside_work_it_cannot_take_polls_at_its_interval(
+    tmp_path: Path, db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ready jobs this runner leaves to a bigger one must not make it spin: it used to
+    take their past run_after as "work is due now" and poll every 10 ms."""
+    import threading
+    import time
+
+    poll = 0.3
+    settings = _settings(tmp_path, db_url, {"huge": _gpu_model(80_000)},
+                         runner={"poll_interval_s": poll})  # fmt: skip
+    with db.write() as conn:  # a runner elsewhere has an H100-size GPU
+        runners.register(conn, "big-host-1", devices=[{"id": 0, "total_mb": 97_871}])
+    _enqueue(db, "huge", 3, "huge")
+    looks = []
+    outlook = queue.outlook
+    monkeypatch.setattr(queue, "outlook", lambda conn: looks.append(1) or outlook(conn))
+    runner = Runner(settings, db)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    time.sleep(1.5)
+    runner.stop.set()
+    runner.wake.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert 2 <= len(looks) <= 1.5 / poll + 2, len(looks)
+    with db.read() as conn:
+        assert queue.count_by_state(conn) == {"queued": 3}  # still there for the big one
+
+
 def test_a_model_no_runner_can_hold_fails_with_the_reason(
     tmp_path: Path, db: Database, db_url: str
 ) -> None:

@@ -1,5 +1,5 @@
-"""jobs: a CHECK that a job has a lease owner exactly while it runs; on SQLite the
-claim index ordered by priority descending again
+"""jobs: a CHECK that a job has a lease owner exactly while it runs, an index for the
+next runnable time, and on SQLite the claim index ordered by priority descending again
 
 The runner's updates of its own jobs (completion, failure, release, lease renewal) are
 guarded by ``lease_owner = :runner`` alone, which lets the planner reach the batch by
@@ -46,9 +46,17 @@ def upgrade() -> None:
     with views_set_aside(), op.batch_alter_table("jobs") as batch:
         batch.create_check_constraint(op.f(NAME), sa.text(CHECK))
     _claim_index_descending()
+    op.create_index(
+        "ix_jobs_run_after",
+        "jobs",
+        ["run_after"],
+        postgresql_where=sa.text("state = 'queued'"),
+        sqlite_where=sa.text("state = 'queued'"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_run_after", "jobs")
     with views_set_aside(), op.batch_alter_table("jobs") as batch:
         batch.drop_constraint(op.f(NAME), type_="check")
     _claim_index_descending()
