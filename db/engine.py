@@ -184,10 +184,11 @@ def driver_rows(
     as dicts, UTC columns as aware UTC datetimes, errors as SQLAlchemy's.
 
     For the claim and a batch's completion, which run for every batch: SQLAlchemy's
-    execution and result machinery cost more client time than the statement's 32 rows
-    (about 8 of the 20 microseconds a job's claim takes here). The statement is still
+    execution and result machinery cost more client time than decoding the statement's
+    32 rows (``bench/queue.py`` prints the runners' CPU per job). The statement is still
     built and compiled by SQLAlchemy, once; psycopg prepares it on the server after a
-    few runs, as it would through SQLAlchemy. A dead connection is invalidated and the
+    few runs, as it would through SQLAlchemy. SQLAlchemy's statement events and echo
+    do not see these two. A dead connection is invalidated and the
     error raised as ``sqlalchemy.exc.OperationalError``, so callers' retries and the
     pool behave exactly as on the ordinary path.
     """

@@ -241,8 +241,7 @@ class ModelDemand:
 # The planner asks of a model's backlog only whether two full batches wait (and how
 # urgent and how old its next ones are), so demand reads at most this many of a model's
 # runnable jobs: its cost stays flat however deep the queue, where a GROUP BY over the
-# whole queue, asked by every runner every plan interval, grew with the backlog (8 ms a
-# call at 20,000 queued jobs here, and a hundred times that at two million).
+# whole queue, asked by every runner every plan interval, grew with the backlog.
 DEMAND_CAP = 1_000
 
 
