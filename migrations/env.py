@@ -25,7 +25,8 @@ if connection is not None:
 else:  # plain `alembic upgrade head` with GEN3D_* settings
     from config import load_settings
     from db.engine import Database, create
+    from db.migrate import migration_connection
 
     db = Database(create(load_settings().database_url, pool=False))
-    with db.write() as conn:
+    with migration_connection(db) as conn:
         _run(conn)

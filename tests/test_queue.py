@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from db import queue
 from db.engine import Database
@@ -249,6 +251,32 @@ def test_the_claim_walks_its_index_in_order_without_a_sort(db: Database) -> None
             assert any("ix_jobs_claim" in step for step in plan) and not any(
                 "TEMP B-TREE" in step for step in plan
             ), plan
+
+
+def test_migration_0006_puts_right_rows_that_break_the_lease_rule(db: Database) -> None:
+    """From 0005 with data: a stray lease owner is dropped, a running job nobody holds goes
+    back to the queue, a held job keeps its lease; then the rule and the index hold. On
+    SQLite the table rebuild runs with jobs that events refer to (it once failed there)."""
+    from db.migrate import downgrade, upgrade
+
+    downgrade(db, "0005")
+    with db.write() as conn:
+        ids = [e.id for e in queue.enqueue_file(conn, _jobs(3), OUT)]
+        held, orphan, stray = ids
+        conn.execute(text("UPDATE jobs SET state = 'running', lease_owner = 'r' WHERE id = :i"),
+                     {"i": held})  # fmt: skip
+        conn.execute(text("UPDATE jobs SET state = 'running' WHERE id = :i"), {"i": orphan})
+        conn.execute(text("UPDATE jobs SET lease_owner = 'gone' WHERE id = :i"), {"i": stray})
+    upgrade(db)
+    assert current_revision(db) == head_revision()
+    with db.read() as conn:
+        rows = conn.execute(text("SELECT id, state, lease_owner FROM jobs ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [
+        (held, "running", "r"), (orphan, "queued", None), (stray, "queued", None),
+    ]  # fmt: skip
+    test_the_claim_walks_its_index_in_order_without_a_sort(db)
+    with pytest.raises(IntegrityError, match="lease_while_running"), db.write() as conn:
+        conn.execute(text("UPDATE jobs SET lease_owner = NULL WHERE id = :i"), {"i": held})
 
 
 def test_status_reads_the_views_with_names_and_outputs(db: Database) -> None:
