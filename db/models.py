@@ -28,7 +28,6 @@ from sqlalchemy.engine import Dialect
 
 STATES = ("queued", "running", "succeeded", "failed", "rejected", "cancelled", "waiting")
 FINAL_STATES = ("succeeded", "failed", "rejected", "cancelled")
-LEASE_WHILE_RUNNING = "(state = 'running') = (lease_owner IS NOT NULL)"
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -107,7 +106,7 @@ jobs = Table(
     CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in STATES) + ")", name="state_known"),
     # A lease has an owner exactly while the job runs: "held by runner R" is then
     # ``lease_owner = R`` alone, the guard of every runner's update of its own jobs.
-    CheckConstraint(LEASE_WHILE_RUNNING, name="lease_while_running"),
+    CheckConstraint("(state = 'running') = (lease_owner IS NOT NULL)", name="lease_while_running"),
 )
 
 # The claim statement's access path: queued jobs of one model, most urgent first.

@@ -255,12 +255,10 @@ def demand(conn: Connection, *, cap: int = DEMAND_CAP) -> list[ModelDemand]:
     must fail); then one bounded read per model along that index.
     """
     queued = jobs.c.state == "queued"
-    # The next model after ``after`` in the claim index. SQLite, left to itself, reads
-    # every queued row through the state index and sorts them instead.
-    hint = " INDEXED BY ix_jobs_claim" if conn.dialect.name == "sqlite" else ""
+    # The next model after ``after`` in the claim index.
     step = text(
-        f"SELECT model FROM jobs{hint} WHERE state = 'queued' AND model > :after"
-        " ORDER BY model LIMIT 1"
+        f"SELECT model FROM jobs{_along(conn, 'ix_jobs_claim')}"
+        " WHERE state = 'queued' AND model > :after ORDER BY model LIMIT 1"
     )
     models: list[str] = []
     model = conn.execute(step, {"after": ""}).scalar()  # a model id is never empty
@@ -288,6 +286,12 @@ def demand(conn: Connection, *, cap: int = DEMAND_CAP) -> list[ModelDemand]:
     return found
 
 
+def _along(conn: Connection, index: str) -> str:
+    """`` INDEXED BY index`` on SQLite, whose planner without statistics prefers the state
+    index for ``state = 'queued'`` and reads every queued row; nothing on PostgreSQL."""
+    return f" INDEXED BY {index}" if conn.dialect.name == "sqlite" else ""
+
+
 @dataclass(frozen=True)
 class Outlook:
     """What an idle runner needs to know, read in one statement (one snapshot)."""
@@ -303,12 +307,10 @@ def outlook(conn: Connection) -> Outlook:
     takes a fresh snapshot, so reading "queued" and then "running" separately can miss a
     job that the reaper moves from running back to queued in between.
     """
-    # Along ix_jobs_run_after (named on SQLite, which without statistics would read
-    # every queued row through the state index instead).
-    hint = " INDEXED BY ix_jobs_run_after" if conn.dialect.name == "sqlite" else ""
     value, busy = conn.execute(text(
-        f"SELECT (SELECT run_after FROM jobs{hint} WHERE state = 'queued'"
-        " ORDER BY run_after LIMIT 1), EXISTS (SELECT 1 FROM jobs WHERE state = 'running')"
+        f"SELECT (SELECT run_after FROM jobs{_along(conn, 'ix_jobs_run_after')}"
+        " WHERE state = 'queued' ORDER BY run_after LIMIT 1),"
+        " EXISTS (SELECT 1 FROM jobs WHERE state = 'running')"
     )).one()  # fmt: skip
     return Outlook(UTCDateTime().process_result_value(value, conn.dialect), bool(busy))
 

@@ -8,7 +8,6 @@ same names in the same folder.
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +19,6 @@ import orjson
 
 from storage import objects
 from storage.errors import InputError
-from storage.local import write_atomic
 
 HOST = platform.node()
 MEDIA_TYPES = {
@@ -104,7 +102,6 @@ def manifest(
     # the same text as isoformat(), without a string made per field per job.
     finished_at = finished_at or datetime.now(UTC)
     created, started = job["created_at"], job["started_at"]
-    inputs = job["inputs"]
     return {
         "manifest_version": 1,
         "job_id": job["id"],
@@ -120,7 +117,7 @@ def manifest(
         "params": job["params"],
         "seed": job["seed"],
         "attempt": job["attempts"],
-        "inputs": {k: v for k, v in inputs.items() if not _inline(v)} if inputs else {},
+        "inputs": {k: v for k, v in job["inputs"].items() if not str(v).startswith("data:")},
         "output_format": job["output_format"],
         "timings": {
             "queued_at": created,
@@ -139,20 +136,14 @@ def manifest(
     }
 
 
-def _inline(value: Any) -> bool:
-    """A data: URI (a picture inlined in the job file): not repeated in the manifest."""
-    return value.startswith("data:") if isinstance(value, str) else str(value).startswith("data:")
-
-
 def write_manifest(folder: str | Path, doc: dict[str, Any]) -> None:
     # orjson: the stdlib encoder falls back to pure Python whenever it indents, and that
     # was a quarter of a no-work job's cost in bench/queue.py.
     data = orjson.dumps(doc, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-    folder = str(folder)
-    if not objects.is_s3(folder):  # a local folder: straight to the atomic write
-        write_atomic(os.path.join(folder, "manifest.json"), data)
+    uri = objects.join(str(folder), "manifest.json")
+    if not objects.is_s3(uri):
+        objects.write(uri, data)
         return
-    uri = objects.join(folder, "manifest.json")
     # On S3 a published result is never replaced: the first succeeded manifest wins
     # (If-None-Match: *); an error manifest may be replaced, but only the version we read
     # (If-Match), so two writers cannot both think they replaced it.

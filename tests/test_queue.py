@@ -235,6 +235,10 @@ def test_a_lease_has_an_owner_exactly_while_the_job_runs(db: Database) -> None:
 def test_the_claim_walks_its_index_in_order_without_a_sort(db: Database) -> None:
     """ix_jobs_claim is (model, priority DESC, id) on both databases: a table rebuild on
     SQLite once dropped the DESC, and each claim then sorted all its model's jobs."""
+    _assert_claim_index_descending(db)
+
+
+def _assert_claim_index_descending(db: Database) -> None:
     definition = {
         "postgresql": "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_jobs_claim'",
         "sqlite": "SELECT sql FROM sqlite_master WHERE name = 'ix_jobs_claim'",
@@ -274,7 +278,7 @@ def test_migration_0006_puts_right_rows_that_break_the_lease_rule(db: Database) 
     assert [tuple(r) for r in rows] == [
         (held, "running", "r"), (orphan, "queued", None), (stray, "queued", None),
     ]  # fmt: skip
-    test_the_claim_walks_its_index_in_order_without_a_sort(db)
+    _assert_claim_index_descending(db)
     with pytest.raises(IntegrityError, match="lease_while_running"), db.write() as conn:
         conn.execute(text("UPDATE jobs SET lease_owner = NULL WHERE id = :i"), {"i": held})
 
