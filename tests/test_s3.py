@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,17 +33,31 @@ from tests.pictures import disk_png
 
 
 @pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's server in a process of its own, as a real endpoint would be: in a thread of
+    the test process it shared one interpreter lock with the boto3 clients it served,
+    and the 10,000-key listing test ran twice as long."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    log = (tmp_path_factory.mktemp("moto") / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto's server did not start; see {log.name}") from None
+            time.sleep(0.05)
     yield f"http://127.0.0.1:{port}"
-    server.stop()
+    server.terminate()
+    server.wait(timeout=10)
+    log.close()
 
 
 @pytest.fixture
@@ -236,6 +251,9 @@ def test_a_bad_object_is_rejected_with_a_manifest_and_left_in_place(
         assert objects.head(doc["source"]["kept_at"]) is not None  # the original stays
 
 
+# 10,000 PUTs and 10,000 GETs through moto take minutes on a slow machine: a hang guard
+# with room, not a speed test.
+@pytest.mark.timeout(900)
 def test_listing_ingests_ten_thousand_keys_once_each(tmp_path: Path, aws: None) -> None:
     name = f"gen3d-{uuid.uuid4().hex[:12]}"
     objects.client().create_bucket(Bucket=name)  # no notifications: the listing fallback
