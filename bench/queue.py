@@ -3,11 +3,11 @@
     GEN3D_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1/postgres python -m bench.queue --json
     python -m bench.queue            # SQLite (a scratch file)
 
-Both phases run in one invocation on a scratch database (a fresh SQLite file, or a
+The phases run in one invocation on a scratch database (a fresh SQLite file, or a
 throw-away database created on the named PostgreSQL server), so the ratio compares
 like with like. Each starts from the same state: empty tables, vacuumed and analysed
 (as autovacuum would leave them between bursts; a server may run without it), then N
-fresh jobs. ``--rounds`` (default 5) alternates the two phases and reports the median
+fresh jobs. ``--rounds`` (default 5) alternates the three phases and reports the median
 of each, since one phase's figure swings by a fifth or more from run to run here:
 
 - lifecycle: N jobs for the no-work model ``builtin-noop``; 4 ``manage.py run``
@@ -15,6 +15,10 @@ of each, since one phase's figure swings by a fifth or more from run to run here
   folder: this measures the queue, not the disk) and completion. The jobs are
   enqueued once all 4 runners are up and polling, and jobs/s is counted from the
   first claim event to the last succeeded event, so process start-up is not in it.
+- queue statements: N fresh jobs; 4 processes send only the queue's own ``claim`` and
+  ``finish`` calls (the statements a runner sends, state events included) with nothing
+  around them: the most a lifecycle could reach before any work of the runner's own
+  (planning, adapters, outputs). Timed like the raw ceiling.
 - raw ceiling: N fresh jobs; 4 processes run only the bare claim statement
   (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 32) RETURNING``,
   run the way a runner runs its claim: autocommit on PostgreSQL, inside BEGIN IMMEDIATE
@@ -22,8 +26,9 @@ of each, since one phase's figure swings by a fifth or more from run to run here
   that took jobs.
 
 Prints the medians ``lifecycle_jobs_per_s`` and ``raw_ceiling_jobs_per_s``, their
-``ratio``, every round's figures, and where each phase's CPU went: microseconds a job
-of its own processes and, when the server runs on this machine, of the server.
+``ratio``, ``statements_jobs_per_s`` and its ``statements_ratio`` to the ceiling, every
+round's figures, and where each phase's CPU went: microseconds a job of its own
+processes and, when the server runs on this machine, of the server.
 """
 
 from __future__ import annotations
@@ -221,9 +226,19 @@ RETURNING id
 RAW_SQLITE = RAW_PG.replace(" FOR UPDATE SKIP LOCKED", "")
 
 
-def _raw_worker(
-    url: str, owner: str, start: Any, finish: Any, counts: Any, ends: Any, cpus: Any, index: int
+def _claim_worker(
+    url: str,
+    owner: str,
+    mode: str,
+    start: Any,
+    finish: Any,
+    counts: Any,
+    ends: Any,
+    cpus: Any,
+    index: int,
 ) -> None:
+    """Claim until nothing is left: ``raw``, the bare claim statement; ``statements``, the
+    queue's own ``claim`` and ``finish`` calls, each the way the runner sends it."""
     db = Database(create(url, pool=True))
     stmt = text(RAW_PG if db.dialect == "postgresql" else RAW_SQLITE)
     start.wait()
@@ -232,22 +247,29 @@ def _raw_worker(
     while True:
         # The way a runner claims: one statement, autocommit on PostgreSQL.
         with db.statement() as conn:
-            got = len(conn.execute(stmt, {"owner": owner, "n": BATCH}).all())
+            if mode == "raw":
+                got = [r[0] for r in conn.execute(stmt, {"owner": owner, "n": BATCH})]
+            else:
+                got = [r["id"] for r in queue.claim(conn, model="builtin-noop", limit=BATCH,
+                       owner=owner, lease_s=600, outputs_root="/dev/null/")]  # fmt: skip
         if not got:
             break
-        claimed += got
-        ends[index] = time.monotonic()  # the last claim that took jobs
+        if mode == "statements":
+            with db.statement() as conn:
+                queue.finish(conn, got, owner=owner)
+        claimed += len(got)
+        ends[index] = time.monotonic()  # the last claim that took jobs (and its finish)
         cpus[index] = time.process_time() - cpu0
     counts[index] = claimed
     finish.wait()  # connected until the server's CPU is read: its backend goes with it
     db.dispose()
 
 
-def _raw_ceiling(url: str, n: int) -> tuple[float, float, float | None]:
+def _claimers(url: str, n: int, mode: str) -> tuple[float, float, float | None]:
     """Jobs/s, and the CPU seconds per job of the claiming processes and of the server."""
     db = Database(create(url))
     settle(db)
-    enqueue(db, n, "raw")
+    enqueue(db, n, mode)
     db.dispose()
     ctx = mp.get_context("spawn")
     start, finish = ctx.Event(), ctx.Event()
@@ -255,9 +277,10 @@ def _raw_ceiling(url: str, n: int) -> tuple[float, float, float | None]:
     ends = ctx.Array("d", PROCESSES)
     cpus = ctx.Array("d", PROCESSES)
     procs = [
-        ctx.Process(target=_raw_worker, args=(url, f"raw{i}", start, finish, counts, ends, cpus, i))
+        ctx.Process(target=_claim_worker,
+                    args=(url, f"{mode}{i}", mode, start, finish, counts, ends, cpus, i))
         for i in range(PROCESSES)
-    ]
+    ]  # fmt: skip
     for p in procs:
         p.start()
     time.sleep(2.0)  # let them import and connect
@@ -275,7 +298,7 @@ def _raw_ceiling(url: str, n: int) -> tuple[float, float, float | None]:
     # success: the workers' exit is no more in it than the runners' start-up.
     elapsed = max(ends[:]) - t0
     if sum(counts[:]) != n:
-        raise RuntimeError(f"raw claims took {sum(counts[:])} of {n} jobs")
+        raise RuntimeError(f"{mode} claims took {sum(counts[:])} of {n} jobs")
     return n / elapsed, sum(cpus[:]) / n, server_s / n if server else None
 
 
@@ -301,38 +324,46 @@ def scratch(url: str | None) -> tuple[str, Any]:
 
 def run(n: int, rounds: int = 5) -> dict[str, Any]:
     url, drop = scratch(os.environ.get("GEN3D_DATABASE_URL"))
-    lifecycle: list[tuple[float, float, float | None]] = []
-    raw: list[tuple[float, float, float | None]] = []
+    phases: dict[str, list[tuple[float, float, float | None]]] = {
+        "lifecycle": [], "statements": [], "raw": [],
+    }  # fmt: skip
     try:
         db = Database(create(url))
         upgrade(db)
         db.dispose()
-        for _ in range(rounds):  # alternated, so a slow spell of the machine hits both
-            lifecycle.append(_lifecycle(url, n))
-            raw.append(_raw_ceiling(url, n))
+        for _ in range(rounds):  # alternated, so a slow spell of the machine hits all
+            phases["lifecycle"].append(_lifecycle(url, n))
+            phases["statements"].append(_claimers(url, n, "statements"))
+            phases["raw"].append(_claimers(url, n, "raw"))
     finally:
         drop()
-    mid_lifecycle = statistics.median(r[0] for r in lifecycle)
-    mid_raw = statistics.median(r[0] for r in raw)
+    mid = {name: statistics.median(r[0] for r in got) for name, got in phases.items()}
+    lifecycle, statements, raw = phases["lifecycle"], phases["statements"], phases["raw"]
     return {
         "database": make_url(url).get_backend_name(),
         "jobs": n,
         "processes": PROCESSES,
         "batch": BATCH,
-        "lifecycle_jobs_per_s": round(mid_lifecycle, 1),
-        "raw_ceiling_jobs_per_s": round(mid_raw, 1),
-        "ratio": round(mid_lifecycle / mid_raw, 3),
+        "lifecycle_jobs_per_s": round(mid["lifecycle"], 1),
+        "raw_ceiling_jobs_per_s": round(mid["raw"], 1),
+        "ratio": round(mid["lifecycle"] / mid["raw"], 3),
+        # The queue's statements alone (claim and finish with their events, no runner):
+        # the most a lifecycle could reach before any work of the runner's own.
+        "statements_jobs_per_s": round(mid["statements"], 1),
+        "statements_ratio": round(mid["statements"] / mid["raw"], 3),
         # Where the CPU goes (medians, microseconds a job): the processes of the phase,
         # and the server when it runs on this machine.
         "lifecycle_cpu_us_per_job": _cpu_split(lifecycle, "runners"),
+        "statements_cpu_us_per_job": _cpu_split(statements, "clients"),
         "raw_cpu_us_per_job": _cpu_split(raw, "claimers"),
         "rounds": [
             {
                 "lifecycle_jobs_per_s": round(a[0], 1),
-                "raw_ceiling_jobs_per_s": round(b[0], 1),
-                "ratio": round(a[0] / b[0], 3),
+                "statements_jobs_per_s": round(b[0], 1),
+                "raw_ceiling_jobs_per_s": round(c[0], 1),
+                "ratio": round(a[0] / c[0], 3),
             }
-            for a, b in zip(lifecycle, raw, strict=True)
+            for a, b, c in zip(lifecycle, statements, raw, strict=True)
         ],  # fmt: skip
     }
 
