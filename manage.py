@@ -218,7 +218,8 @@ def _freeze_startup() -> None:
 
 
 @cli.command()
-@click.option("--until-idle", is_flag=True, help="Exit once no queued job is left.")
+@click.option("--until-idle", is_flag=True,
+              help="Exit once no job this runner could run is queued or running.")  # fmt: skip
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Exit after this many jobs.")
 @pass_app
 def run(app: App, until_idle: bool, max_jobs: int | None) -> None:

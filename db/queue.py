@@ -13,6 +13,7 @@ Time: PostgreSQL's ``now()`` when the database is shared by many hosts; on SQLit
 from __future__ import annotations
 
 import functools
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -300,18 +301,33 @@ class Outlook:
     any_running: bool
 
 
-def outlook(conn: Connection) -> Outlook:
-    """When the next queued job becomes runnable, and whether any job is running.
+def outlook(conn: Connection, models: Collection[str] | None = None) -> Outlook:
+    """When the next queued job becomes runnable, and whether any job is running; with
+    ``models``, only jobs of those models (the ones a runner could take).
 
     One statement, not two: on PostgreSQL each statement of a READ COMMITTED transaction
     takes a fresh snapshot, so reading "queued" and then "running" separately can miss a
     job that the reaper moves from running back to queued in between.
     """
-    value, busy = conn.execute(text(
-        f"SELECT (SELECT run_after FROM jobs{_along(conn, 'ix_jobs_run_after')}"
-        " WHERE state = 'queued' ORDER BY run_after LIMIT 1),"
-        " EXISTS (SELECT 1 FROM jobs WHERE state = 'running')"
-    )).one()  # fmt: skip
+    if models is None:
+        stmt = text(
+            f"SELECT (SELECT run_after FROM jobs{_along(conn, 'ix_jobs_run_after')}"
+            " WHERE state = 'queued' ORDER BY run_after LIMIT 1),"
+            " EXISTS (SELECT 1 FROM jobs WHERE state = 'running')"
+        )
+        params: dict[str, Any] = {}
+    elif not models:
+        return Outlook(None, False)
+    else:
+        # Along the claim index, which holds the queued jobs by model: however many jobs
+        # of other models wait, the runner reads only its own models' entries.
+        stmt = text(
+            f"SELECT (SELECT min(run_after) FROM jobs{_along(conn, 'ix_jobs_claim')}"
+            " WHERE state = 'queued' AND model IN :models),"
+            " EXISTS (SELECT 1 FROM jobs WHERE state = 'running' AND model IN :models)"
+        ).bindparams(bindparam("models", expanding=True))
+        params = {"models": sorted(models)}
+    value, busy = conn.execute(stmt, params).one()
     return Outlook(UTCDateTime().process_result_value(value, conn.dialect), bool(busy))
 
 

@@ -102,6 +102,9 @@ class Runner:
         self._measured: dict[str, costs.MeasuredCost] = {}
         self._measured_at = -math.inf
         self._warned: set[str] = set()
+        # The models this runner could run (None until the first plan): an idle runner
+        # waits for their jobs only, not for work that another runner's GPU must take.
+        self._mine: set[str] | None = None
         self.residency = Residency(self.id, self.slots, self._persist)
         self.stats = RunStats()
         # The batch in hand, and those of its jobs the last heartbeat found taken away.
@@ -112,7 +115,8 @@ class Runner:
     # ------------------------------------------------------------------ loop
 
     def run(self, *, until_idle: bool = False, max_jobs: int | None = None) -> RunStats:
-        """Work until stopped; ``until_idle``: also stop once no job is queued or running.
+        """Work until stopped; ``until_idle``: also stop once no job this runner could run
+        is queued or running.
 
         A first signal (``stop``) finishes the batch in hand; ``Shutdown`` (a second
         signal) hands the batch back to the queue at once.
@@ -132,7 +136,7 @@ class Runner:
                         outage = 0.2
                         continue
                     with self.db.read() as conn:
-                        ahead = queue.outlook(conn)
+                        ahead = queue.outlook(conn, self._mine)
                         clock = queue.now(conn)
                 except (OperationalError, InterfaceError) as exc:
                     # Before a claim commits nothing is held; wait for the database.
@@ -141,14 +145,16 @@ class Runner:
                     self.stop.wait(outage)
                     outage = min(outage * 2, 5.0)
                     continue
-                # Idle means nothing queued and nothing running anywhere: a running job
-                # can still come back (a dead runner's, once its lease is reaped).
+                # Idle means no job of a model this runner could run is queued or
+                # running: one running elsewhere can still come back (a dead runner's,
+                # once its lease is reaped). Work only a bigger GPU can take is left to
+                # the runner that has one.
                 nxt = ahead.next_run_after
                 if until_idle and nxt is None and not ahead.any_running:
                     break
                 # Wait for the next job's back-off to end, at most a poll interval. Jobs
-                # already due that this step left are not this runner's (a model for
-                # another's GPU): they are no reason to poll sooner.
+                # already due that this step left are waiting to fill a batch or for
+                # the runner that holds their model: no reason to poll sooner.
                 due_in = None if nxt is None else (nxt - clock).total_seconds()
                 delay = poll if due_in is None or due_in <= 0 else min(max(due_in, 0.01), poll)
                 self.wake.wait(delay)
@@ -318,14 +324,17 @@ class Runner:
                 self._measured = costs.measured(conn)
                 self._measured_at = time.monotonic()
         specs = self.registry.models
-        for d in demand:
-            if d.model not in specs and d.ready:
-                return _Doomed(d.model, InputError(f"model {d.model!r} is not in the registry"))
         model_costs = {
             m: placement.cost_of(spec, self._measured.get(m)) for m, spec in specs.items()
         }
+        cannot = placement.unplaceable(self.slots, specs, model_costs)
+        self._mine = {m for m, spec in specs.items()
+                      if m not in cannot and any(s.serves(spec) for s in self.slots)}  # fmt: skip
+        for d in demand:
+            if d.model not in specs and d.ready:
+                return _Doomed(d.model, InputError(f"model {d.model!r} is not in the registry"))
         waiting = {d.model: d.ready for d in demand if d.ready}
-        for model_id, why in placement.unplaceable(self.slots, specs, model_costs).items():
+        for model_id, why in cannot.items():
             if model_id not in waiting:
                 continue
             need = model_costs[model_id].vram_mb + rs.vram_reserve_mb

@@ -119,7 +119,7 @@ def test_a_runner_idle_beside_work_it_cannot_take_polls_at_its_interval(
     _enqueue(db, "huge", 3, "huge")
     looks = []
     outlook = queue.outlook
-    monkeypatch.setattr(queue, "outlook", lambda conn: looks.append(1) or outlook(conn))
+    monkeypatch.setattr(queue, "outlook", lambda *a: looks.append(1) or outlook(*a))
     runner = Runner(settings, db)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
@@ -131,6 +131,32 @@ def test_a_runner_idle_beside_work_it_cannot_take_polls_at_its_interval(
     assert 2 <= len(looks) <= 1.5 / poll + 2, len(looks)
     with db.read() as conn:
         assert queue.count_by_state(conn) == {"queued": 3}  # still there for the big one
+
+
+def test_run_until_idle_leaves_to_a_bigger_gpu_what_only_it_can_take(
+    tmp_path: Path, db: Database, db_url: str
+) -> None:
+    """``run --until-idle`` runs what it can and exits: it used to poll for ever beside
+    queued jobs that only another runner's bigger GPU can take."""
+    import threading
+
+    models = {"small": _gpu_model(2_000), "huge": _gpu_model(80_000)}
+    settings = _settings(tmp_path, db_url, models, runner={"poll_interval_s": 0.05})
+    with db.write() as conn:  # a runner elsewhere has an H100-size GPU
+        runners.register(conn, "big-host-1", devices=[{"id": 0, "total_mb": 97_871}])
+    _enqueue(db, "huge", 2, "huge")
+    _enqueue(db, "small", 3, "small")
+    runner = Runner(settings, db)
+    thread = threading.Thread(target=runner.run, kwargs={"until_idle": True}, daemon=True)
+    thread.start()
+    thread.join(60)
+    exited = not thread.is_alive()
+    runner.stop.set()  # a regression must fail here, not hang the suite
+    runner.wake.set()
+    thread.join(10)
+    assert exited
+    with db.read() as conn:
+        assert queue.count_by_state(conn) == {"queued": 2, "succeeded": 3}
 
 
 def test_a_model_no_runner_can_hold_fails_with_the_reason(

@@ -305,4 +305,9 @@ def test_outlook_sees_running_and_queued_jobs(db: Database) -> None:
         queue.enqueue_file(conn, _jobs(2), OUT)
         queue.claim(conn, model="m", limit=1, owner="r", lease_s=60, outputs_root=OUT)
         ahead = queue.outlook(conn)
+        mine = queue.outlook(conn, {"m", "other"})
+        others = queue.outlook(conn, {"other"})
+        nothing = queue.outlook(conn, set())
     assert ahead.any_running and ahead.next_run_after is not None
+    assert mine == ahead  # the jobs of model m are among those asked about
+    assert others == nothing == queue.Outlook(None, False)
