@@ -328,8 +328,7 @@ class Runner:
             m: placement.cost_of(spec, self._measured.get(m)) for m, spec in specs.items()
         }
         cannot = placement.unplaceable(self.slots, specs, model_costs)
-        self._mine = {m for m, spec in specs.items()
-                      if m not in cannot and any(s.serves(spec) for s in self.slots)}  # fmt: skip
+        self._mine = set(specs) - set(cannot)  # a CPU slot always exists
         for d in demand:
             if d.model not in specs and d.ready:
                 return _Doomed(d.model, InputError(f"model {d.model!r} is not in the registry"))
