@@ -42,28 +42,32 @@ from ingest.ingester import Ingester
 from storage import objects
 
 
-def _server() -> tuple[Any, str]:
-    """moto's server in a process of its own, as S3 would be: in this process it would
-    share the interpreter lock with the ingester being measured."""
+def moto_server(output: Any = subprocess.DEVNULL) -> tuple[subprocess.Popen[bytes], str]:
+    """moto's server in a process of its own, as S3 would be (in the caller's process it
+    would share the interpreter lock with the clients it serves), and its endpoint URL.
+    Its output goes to ``output`` (a file opened for writing, or nothing)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=output, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    deadline = time.time() + 30
-    while time.time() < deadline:
+    deadline = time.monotonic() + 60
+    while True:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}"
         except OSError:
-            time.sleep(0.1)
-    return proc, f"http://127.0.0.1:{port}"
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                where = f"; see {output.name}" if hasattr(output, "name") else ""
+                raise RuntimeError(f"moto's server did not start{where}") from None
+            time.sleep(0.05)
 
 
 def run(n: int, rate: float = 0.0, wait_s: int = 20, consumers: int = 4) -> dict[str, Any]:
-    server, endpoint = _server()
+    server, endpoint = moto_server()
     os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench",
                       AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
     objects.reset_clients()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 import trimesh
 
+from bench.s3_ingest import moto_server
 from config import Settings, load_settings
 from db import queue
 from db.engine import Database, create
@@ -37,24 +37,9 @@ def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's server in a process of its own, as a real endpoint would be: in a thread of
     the test process it shared one interpreter lock with the boto3 clients it served,
     and the 10,000-key listing test ran twice as long."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     log = (tmp_path_factory.mktemp("moto") / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"moto's server did not start; see {log.name}") from None
-            time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
+    server, url = moto_server(log)
+    yield url
     server.terminate()
     server.wait(timeout=10)
     log.close()
@@ -356,8 +341,6 @@ def test_manage_py_ingest_once_lists_a_bucket_inbox(
     tmp_path: Path, moto_url: str, aws: None
 ) -> None:
     import os
-    import subprocess
-    import sys
 
     from tests.test_leases import ROOT
 
