@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from config import Settings, load_settings
+from config.text import SafeFormatter, printable
 from db import queue
 from db.engine import Database, create
 from db.migrate import SchemaOutOfDate, current_revision, ensure_schema, head_revision, upgrade
@@ -61,6 +62,7 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App, ensure=True)
+JOB_ID = click.IntRange(1, 2**63 - 1)  # a job id is a positive 64-bit integer
 
 
 @click.group()
@@ -71,9 +73,11 @@ def cli(ctx: click.Context, verbose: int) -> None:
     # One-shot verbs say only what matters; the long-running ones (serve, run, ingest)
     # log each job at INFO (see _daemon_logging).
     level = max(logging.WARNING - 10 * verbose, logging.DEBUG)
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    # Every line escaped: job and file names are anybody's, and a newline or an ANSI
+    # escape in one must not forge a log line or take over the terminal.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeFormatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     ctx.obj = App()
     ctx.obj.verbose = verbose
 
@@ -130,7 +134,10 @@ def migrate(app: App) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @pass_app
 def submit(app: App, files: tuple[Path, ...], as_json: bool) -> None:
-    """Validate and enqueue job files directly; prints job ids. Exit 2 on invalid input."""
+    """Validate and enqueue job files directly; prints job ids. Exit 2 on invalid input.
+
+    A file whose name starts with '-' goes after '--': submit -- -rf.json
+    """
     ingester = app.ingester()
     report, bad = [], 0
     for path in files:
@@ -149,7 +156,7 @@ def submit(app: App, files: tuple[Path, ...], as_json: bool) -> None:
             )
             if e.state == "rejected":
                 bad += 1
-                click.echo(f"{path}: job {e.id} rejected: {reason}", err=True)
+                click.echo(f"{printable(str(path))}: job {e.id} rejected: {reason}", err=True)
     if as_json:
         _emit_json({"jobs": report})
     else:
@@ -253,7 +260,7 @@ def _admin_verb(app: App, job_ids: tuple[int, ...], action: str) -> None:
 
 
 @cli.command()
-@click.argument("job_ids", nargs=-1, required=True, type=int)
+@click.argument("job_ids", nargs=-1, required=True, type=JOB_ID)
 @pass_app
 def retry(app: App, job_ids: tuple[int, ...]) -> None:
     """Queue failed or cancelled jobs again, with fresh attempts."""
@@ -261,7 +268,7 @@ def retry(app: App, job_ids: tuple[int, ...]) -> None:
 
 
 @cli.command()
-@click.argument("job_ids", nargs=-1, required=True, type=int)
+@click.argument("job_ids", nargs=-1, required=True, type=JOB_ID)
 @pass_app
 def cancel(app: App, job_ids: tuple[int, ...]) -> None:
     """Cancel queued or running jobs (a running job's runner abandons it)."""
@@ -373,16 +380,16 @@ def _rows(jobs: list[dict[str, Any]]) -> list[list[str]]:
         stages.sort(key=lambda j: j["stage"])
         at = next((j for j in stages if j["state"] != "succeeded"), stages[-1])
         j = stages[0]
-        src = Path(j["source_uri"]).name + (
+        src = printable(Path(j["source_uri"]).name) + (
             f"#{j['source_entry']}" if j["source_entry"] >= 0 else ""
         )
-        err = (at["error"] or "").splitlines()[0][:70] if at["error"] else ""
+        err = printable((at["error"] or "").splitlines()[0])[:70] if at["error"] else ""
         state = at["state"] + (f" {at['stage'] + 1}/{at['stages']}" if at["stages"] > 1 else "")
         done = [s for s in stages if s["outputs_uri"]]
         rows.append(
             [
                 ">".join(str(s["id"]) for s in stages),
-                (j["name"] or "")[:24],
+                printable(j["name"] or "")[:24],
                 ">".join(s["task"] for s in stages),
                 at["model"],
                 state,
@@ -399,7 +406,7 @@ HEADER = ["id", "name", "task", "model", "state", "secs", "source", "outputs", "
 
 
 @cli.command()
-@click.argument("job_id", type=int, required=False)
+@click.argument("job_id", type=JOB_ID, required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @pass_app
 def status(app: App, job_id: int | None, as_json: bool) -> None:
@@ -431,7 +438,7 @@ def status(app: App, job_id: int | None, as_json: bool) -> None:
         _emit_json({"job": _job_doc(job), "events": history, "manifest": manifest})
         return
     for key, value in _job_doc(job).items():
-        click.echo(f"{key:>11}: {value if value is not None else ''}")
+        click.echo(f"{key:>11}: {printable(str(value)) if value is not None else ''}")
     click.echo("     events:")
     for ev in history:
         click.echo(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import posixpath
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,10 @@ def decode_data_uri(ref: str, limit: int, what: str) -> bytes:
 
 
 def local_path(uri: str) -> Path:
+    """The path of a ``file://`` URI (``Path.as_uri`` percent-encodes non-ASCII names and
+    undecodable bytes; both come back as the file system's own name)."""
     if uri.startswith("file://"):
-        return Path(unquote(urlparse(uri).path))
+        return Path(unquote(urlparse(uri).path, errors="surrogateescape"))
     if "://" in uri:
         raise InputError(f"not a local reference: {uri}")
     return Path(uri)
@@ -44,21 +47,45 @@ def read_uri(uri: str, limit: int, *, what: str = "input") -> bytes:
     return read_limited(local_path(uri), limit, what=what)
 
 
-def read_mesh(uri: str, *, max_bytes: int, max_faces: int, what: str = "mesh") -> Any:
-    """A mesh input as one checked ``trimesh.Trimesh``. The files a .gltf or .obj refers
-    to are read from the mesh's own folder (never outside it), and all of them together
-    stay under ``max_bytes``."""
+def read_mesh(
+    uri: str,
+    *,
+    max_bytes: int,
+    max_faces: int,
+    what: str = "mesh",
+    expect_sha256: str | None = None,
+) -> Any:
+    """A mesh input as one checked ``trimesh.Trimesh``; with ``expect_sha256`` (the
+    digest taken at ingest), an InputError if any file of it changed since."""
+    mesh, digest = read_mesh_digest(uri, max_bytes=max_bytes, max_faces=max_faces, what=what)
+    if expect_sha256 is not None and digest != expect_sha256:
+        raise InputError(
+            f"{what} {display_name(uri)!r} (or a file it refers to) changed after the job was"
+            " ingested; submit the job again to use the new version"
+        )
+    return mesh
+
+
+def read_mesh_digest(
+    uri: str, *, max_bytes: int, max_faces: int, what: str = "mesh"
+) -> tuple[Any, str]:
+    """A mesh input as one checked ``trimesh.Trimesh``, and a sha256 of every byte read
+    for it (the mesh file, then each file it refers to, by name). The files a .gltf or
+    .obj refers to are read from the mesh's own folder (never outside it), and all of
+    them together stay under ``max_bytes``."""
     from storage import objects
     from storage.meshes import load_mesh
 
     budget = [max_bytes]
+    digest = hashlib.sha256()
 
-    def take(data: bytes) -> bytes:
+    def take(data: bytes, name: str = "") -> bytes:
         budget[0] -= len(data)
         if budget[0] < 0:
             raise InputError(
                 f"{what}: the mesh and its files are over the limit of {max_bytes:,} bytes"
             )
+        digest.update(f"{name}\0{hashlib.sha256(data).hexdigest()}\0".encode())
         return data
 
     main = take(read_uri(uri, max_bytes, what=what))
@@ -67,16 +94,18 @@ def read_mesh(uri: str, *, max_bytes: int, max_faces: int, what: str = "mesh") -
 
         def resolve(name: str) -> bytes:
             target = objects.confined_key(folder, folder, name, what=f"{what} file")
-            return take(objects.read(target, budget[0], what=f"{what} file {name!r}"))
+            return take(objects.read(target, budget[0], what=f"{what} file {name!r}"), name)
 
     else:
         base = local_path(uri).parent
 
         def resolve(name: str) -> bytes:
             path = confined(base, name, what=f"{what} file")
-            return take(read_limited(path, max(budget[0], 0), what=f"{what} file {name!r}"))
+            data = read_limited(path, max(budget[0], 0), what=f"{what} file {name!r}")
+            return take(data, name)
 
-    return load_mesh(main, display_name(uri), max_faces=max_faces, resolve=resolve)
+    mesh = load_mesh(main, display_name(uri), max_faces=max_faces, resolve=resolve)
+    return mesh, digest.hexdigest()
 
 
 def display_name(uri: str) -> str:
