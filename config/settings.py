@@ -41,7 +41,11 @@ class IngestSettings(_Section):
     rescan_interval_s: float = Field(5.0, gt=0)
     missing_input_grace_s: float = Field(5.0, ge=0)
     settle_s: float = Field(1.0, ge=0)
+    # A job file that does not parse (yet) while it is younger than this is looked at
+    # again rather than rejected: a slow writer's half-written file looks just like it.
+    unfinished_grace_s: float = Field(30.0, ge=0)
     max_job_file_bytes: int = Field(16 * 2**20, gt=0)
+    max_entries_per_file: int = Field(10_000, gt=0)
     # s3:// inputs outside the bucket inbox must start with one of these prefixes.
     s3_allow: list[str] = Field(default_factory=list)
     # Bucket inbox: SQS long-poll wait, and how often to list the prefix as well (the

@@ -100,33 +100,65 @@ class Enqueued:
     stage: int = 0
 
 
-def enqueue_file(conn: Connection, new: list[NewJob], outputs_root: str) -> list[Enqueued]:
-    """Create the rows of one source file, idempotently.
+# Ids and source URIs go to the database as bound lists in slices of this many: SQLite
+# refuses a statement with more than 32,766 variables, PostgreSQL more than 65,535.
+IN_CHUNK = 500
 
-    The unique key (source_uri, source_sha256, source_entry, stage) makes a re-scan, a
-    duplicate event or a restart a no-op: the existing rows are returned instead.
-    ``outputs_root`` (ending in '/') fixes rejected rows' error-manifest folder. The
-    stages of a chain are linked to their parents in the same transaction.
-    """
+Key = tuple[str, str, int, int]  # source_uri, source_sha256, source_entry, stage
+
+
+def _chunks(items: list[Any], size: int = IN_CHUNK) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def known(conn: Connection, sources: Collection[tuple[str, str]]) -> dict[Key, tuple[int, str]]:
+    """The rows already made from these (source URI, content hash) pairs: {(uri, hash,
+    entry, stage): (id, state)}. Read by URI (the unique key's leading column) in slices."""
+    wanted = set(sources)
+    found: dict[Key, tuple[int, str]] = {}
+    for uris in _chunks(sorted({uri for uri, _ in wanted})):
+        rows = conn.execute(
+            select(jobs.c.source_uri, jobs.c.source_sha256, jobs.c.source_entry, jobs.c.stage,
+                   jobs.c.id, jobs.c.state).where(jobs.c.source_uri.in_(uris))
+        )  # fmt: skip
+        for uri, sha, entry, stage, job_id, state in rows:
+            if (uri, sha) in wanted:
+                found[(uri, sha, entry, stage)] = (job_id, state)
+    return found
+
+
+def _key(j: NewJob) -> Key:
+    return j.source_uri, j.source_sha256, j.source_entry, j.stage
+
+
+def enqueue_file(conn: Connection, new: list[NewJob], outputs_root: str) -> list[Enqueued]:
+    """Create the rows of one source file, idempotently (see ``enqueue_files``)."""
     if not new:
         return []
-    uri, sha = new[0].source_uri, new[0].source_sha256
-    if any(j.source_uri != uri or j.source_sha256 != sha for j in new):
+    if any(j.source_uri != new[0].source_uri or j.source_sha256 != new[0].source_sha256
+           for j in new):  # fmt: skip
         raise ValueError("enqueue_file takes the jobs of one source file")
+    return enqueue_files(conn, [new], outputs_root)[0]
 
-    def existing() -> dict[tuple[int, int], tuple[int, str]]:
-        rows = conn.execute(
-            select(jobs.c.source_entry, jobs.c.stage, jobs.c.id, jobs.c.state).where(
-                jobs.c.source_uri == uri, jobs.c.source_sha256 == sha
-            )
-        )
-        return {(r.source_entry, r.stage): (r.id, r.state) for r in rows}
 
-    def key(j: NewJob) -> tuple[int, int]:
-        return j.source_entry, j.stage
+def enqueue_files(
+    conn: Connection, files: list[list[NewJob]], outputs_root: str
+) -> list[list[Enqueued]]:
+    """Create the rows of several source files in the caller's transaction, idempotently.
 
-    before = existing()
-    todo = [j for j in new if key(j) not in before]
+    The unique key (source_uri, source_sha256, source_entry, stage) makes a re-scan, a
+    duplicate event or a restart a no-op: the existing rows are returned instead. A
+    burst of files costs a handful of statements, not a handful per file: one read of
+    what exists, one multi-row insert, one read of the new ids, one insert of their
+    events. ``outputs_root`` (ending in '/') fixes rejected rows' error-manifest folder.
+    The stages of a chain are linked to their parents in the same transaction.
+    """
+    rows = [j for new in files for j in new]
+    if not rows:
+        return [[] for _ in files]
+    before = known(conn, {(j.source_uri, j.source_sha256) for j in rows})
+    todo = [j for j in rows if _key(j) not in before]
+    after = before
     if todo:
         ts = now(conn)  # the database's clock, the one claim() compares against
         values = [
@@ -159,36 +191,42 @@ def enqueue_file(conn: Connection, new: list[NewJob], outputs_root: str) -> list
             index_elements=["source_uri", "source_sha256", "source_entry", "stage"]
         )
         conn.execute(stmt, values)
-    after = existing()
-    created = [after[key(j)][0] for j in todo if key(j) in after]
-    if created:
+        after = known(conn, {(j.source_uri, j.source_sha256) for j in todo}) | before
+    created = [after[_key(j)][0] for j in todo if _key(j) in after]
+    rejected = [after[_key(j)][0] for j in todo if j.state == "rejected" and _key(j) in after]
+    for ids in _chunks(rejected):
         conn.execute(
             update(jobs)
-            .where(jobs.c.id.in_(created), jobs.c.state == "rejected")
+            .where(jobs.c.id.in_(ids), jobs.c.state == "rejected")
             .values(outputs_uri=literal(outputs_root + "rejected/") + cast(jobs.c.id, String))
         )
-        links = [
-            {"p_child": after[key(j)][0], "p_parent": after[(j.source_entry, j.stage - 1)][0]}
-            for j in todo
-            if j.stage > 0
-        ]
-        if links:  # one executemany, not a statement per stage
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == bindparam("p_child"))
-                .values(parent_id=bindparam("p_parent")),
-                links,
-            )
-        _record(conn, created, None, jobs.c.state, runner=None, detail=jobs.c.error)
-    return [
-        Enqueued(
-            id=after[key(j)][0],
-            source_entry=j.source_entry,
-            state=after[key(j)][1],
-            created=key(j) not in before,
-            stage=j.stage,
+    links = [
+        {"p_child": after[_key(j)][0],
+         "p_parent": after[(j.source_uri, j.source_sha256, j.source_entry, j.stage - 1)][0]}
+        for j in todo
+        if j.stage > 0
+    ]  # fmt: skip
+    if links:  # one executemany, not a statement per stage
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == bindparam("p_child"))
+            .values(parent_id=bindparam("p_parent")),
+            links,
         )
-        for j in new
+    for ids in _chunks(created):
+        _record(conn, ids, None, jobs.c.state, runner=None, detail=jobs.c.error)
+    return [
+        [
+            Enqueued(
+                id=after[_key(j)][0],
+                source_entry=j.source_entry,
+                state=after[_key(j)][1],
+                created=_key(j) not in before,
+                stage=j.stage,
+            )
+            for j in new
+        ]
+        for new in files
     ]
 
 

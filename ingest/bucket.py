@@ -25,13 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote_plus
 
-from sqlalchemy import select
-
-from db import cursors
-from db.models import jobs
-from ingest.ingester import JOB_SUFFIXES, TEMP_SUFFIXES, Ingester, IngestResult
+from db import cursors, queue
+from ingest.ingester import JOB_SUFFIXES, TEMP_SUFFIXES, Ingester, IngestResult, Read
 from storage import objects
 from storage.errors import TransientError
+from storage.objects import StorageError
 
 log = logging.getLogger("gen3d.ingest.bucket")
 PAGE = 1000  # keys between listing checkpoints
@@ -135,8 +133,8 @@ class BucketIngester:
                 self._retry_deferred()
                 # Wake at least this often: a consumer may defer an object meanwhile.
                 self._stop.wait(min(RETRY_DEFERRED_S, max(next_list - time.monotonic(), 0.0)))
-            except Exception:  # noqa: BLE001 - a bad moment must not end ingestion
-                log.exception("bucket ingestion hiccup; going on in 2 s")
+            except Exception as exc:  # noqa: BLE001 - a bad moment must not end ingestion
+                _hiccup(exc)
                 self._stop.wait(2.0)
 
     def _consume(self) -> None:
@@ -144,10 +142,10 @@ class BucketIngester:
             try:
                 if self.poll(wait_s=self.settings.sqs_wait_s) == 0 and not self.settings.sqs_wait_s:
                     self._stop.wait(SHORT_POLL_PAUSE_S)  # short polling: no busy loop
-            except Exception:  # noqa: BLE001 - a bad moment must not end ingestion
+            except Exception as exc:  # noqa: BLE001 - a bad moment must not end ingestion
                 if self._stop.is_set():
                     return
-                log.exception("bucket ingestion hiccup; going on in 2 s")
+                _hiccup(exc)
                 self._stop.wait(2.0)
 
     def poll(self, *, wait_s: int = 0) -> int:
@@ -197,28 +195,28 @@ class BucketIngester:
                 return None
             try:
                 return self.ingester.read_object(info)
-            except TransientError as exc:
-                log.warning("%s: %s; the event will be redelivered", info.uri, exc)
+            except (TransientError, StorageError) as exc:
+                log.warning("%s: %s; it will be read again", info.uri, exc)
                 return exc
 
         got = list(self._pool.map(read, infos))
-        ready = [g for g in got if isinstance(g, tuple)]
-        committed = iter(self.ingester.commit_objects(ready) if ready else [])
+        ready = [g for g in got if isinstance(g, Read)]
+        committed = iter(self.ingester.commit(ready, move=False) if ready else [])
         out = []
         for info, g in zip(infos, got, strict=True):
             if info is None:
                 out.append("skip")
-            elif isinstance(g, TransientError):
+            elif isinstance(g, Exception):
                 out.append("retry")
             else:
-                result = next(committed) if isinstance(g, tuple) else g
+                result = next(committed) if isinstance(g, Read) else g
                 self._settled(info.uri, result)
                 out.append(result.status)
         return out
 
     def _settled(self, uri: str, result: IngestResult) -> None:
         with self._deferred_lock:
-            if result.status == "deferred":
+            if result.status in ("deferred", "retry"):  # stored, but its manifest is not
                 self._deferred.setdefault(uri, time.monotonic())  # retried from here
             else:
                 self._deferred.pop(uri, None)
@@ -258,14 +256,8 @@ class BucketIngester:
         if not infos:
             return 0
         with self.ingester.db.read() as conn:
-            known = {
-                (r.source_uri, r.source_sha256)
-                for r in conn.execute(
-                    select(jobs.c.source_uri, jobs.c.source_sha256)
-                    .where(jobs.c.source_uri.in_([i.uri for i in infos]))
-                    .distinct()
-                )
-            }
+            found = queue.known(conn, {(i.uri, i.etag) for i in infos})
+        known = {(uri, sha) for uri, sha, _, _ in found}
         todo = [i for i in infos if (i.uri, i.etag) not in known]
         made = 0
         for start in range(0, len(todo), COMMIT_EVERY):
@@ -280,6 +272,19 @@ class BucketIngester:
     def _save_checkpoint(self, source: str, start_after: str | None) -> None:
         with self.ingester.db.write() as conn:
             cursors.save(conn, source, start_after)
+
+
+def _hiccup(exc: Exception) -> None:
+    """The infrastructure (database, S3, SQS) away: one line. Anything else is a bug in
+    this loop (an object's own trouble is its rejection), so its traceback is kept."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    away = (OperationalError, InterfaceError, TransientError, StorageError, BotoCoreError,
+            ClientError)  # fmt: skip
+    first = (str(exc).strip().splitlines() or [""])[0]
+    log.warning("bucket ingestion hiccup (%s: %s); going on in 2 s", type(exc).__name__, first,
+                exc_info=not isinstance(exc, away))  # fmt: skip
 
 
 def _unread(uri: str) -> objects.ObjectInfo:

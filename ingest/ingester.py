@@ -1,44 +1,59 @@
-"""One job file to job rows: read, validate, resolve inputs, enqueue, file it away.
+"""Job files to job rows: read, validate, resolve inputs, enqueue, file away.
 
 Order matters for "nothing is lost, nothing is doubled": rows commit first (keyed by
 source URI + content hash + entry, so a repeat is a no-op), then error manifests are
 written (idempotently), and only then is the file moved out of the inbox. A crash at
 any point leaves the file in the inbox for the next scan, which finds the rows
 already there.
+
+Every file settles. Whatever goes wrong while one file is read or checked is that
+file's (or that entry's) rejection, with the reason: never an exception that leaves it
+in the inbox to be tried again for ever, and never a reason for its neighbours to wait.
+Only the infrastructure is retried: the database (``OperationalError``) and storage
+that answers "try later" (``TransientError``). Files are read one by one and stored
+many to a transaction, so a burst costs a few statements per hundred files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
+import stat
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from adapters.base import Adapter, load_adapter_class
 from config import Settings
 from config.registry import ModelSpec
+from config.text import printable
 from db import queue
 from db.engine import Database
 from ingest.jobfile import Entry, JobSpec, parse
 from storage import objects
-from storage.errors import InputError
-from storage.local import confined, read_limited
+from storage.errors import InputError, TransientError
+from storage.local import confined, identity, inside, read_limited
+from storage.objects import StorageError
 from storage.pictures import probe
-from storage.uris import decode_data_uri, read_mesh
+from storage.uris import decode_data_uri, local_path, read_mesh_digest
 
 log = logging.getLogger("gen3d.ingest")
 
 JOB_SUFFIXES = (".json", ".jsonl")
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp", "~")
+ROWS_PER_TRANSACTION = 2_000  # a burst's files are stored this many rows at a time
+EXCERPT_CHARS = 160  # of a rejected entry, in its error manifest and row
+PICTURE_CACHE = 512  # pictures remembered by file identity: a burst probes each once
 
 
 def is_job_file(path: Path) -> bool:
@@ -56,7 +71,10 @@ class MissingInput(InputError):
 @dataclass
 class IngestResult:
     path: Path | str  # a local path, or the s3:// URI of a bucket object
-    status: str  # "enqueued", "deferred" (an input has not arrived yet), "ignored"
+    # "enqueued"; "deferred" (an input has not arrived yet, or the file is still being
+    # written); "ignored" (gone before it was read); "retry" (the infrastructure failed:
+    # the file stays where it is and is tried again later)
+    status: str
     jobs: list[queue.Enqueued] = field(default_factory=list)
     errors: dict[int, str] = field(default_factory=dict)  # job id -> reason, rejected ones
     moved_to: Path | None = None
@@ -66,43 +84,96 @@ class IngestResult:
         return bool(self.errors)
 
 
+@dataclass
+class Read:
+    """One job file read and checked: the rows it makes (rejected ones included)."""
+
+    path: Path | str  # a local path, or the object's s3:// URI
+    uri: str
+    sha: str
+    rows: list[queue.NewJob]
+
+
 class Ingester:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
         self.registry = settings.registry
         self.outputs_root = settings.outputs_root
+        self.inbox = settings.inbox_path.absolute()
         # A bucket inbox: relative references resolve inside this prefix.
         self.inbox_prefix = (
             settings.inbox.rstrip("/") + "/" if objects.is_s3(settings.inbox) else None
         )
+        # (where, identity of the version) -> (sha256, None) or (None, why it was refused)
+        self._pictures: OrderedDict[tuple[str, str], tuple[str | None, str | None]] = OrderedDict()
+        self._made_dirs: set[Path] = set()
 
-    # ------------------------------------------------------------------ one file
+    # ------------------------------------------------------------------ local files
 
     def ingest_path(self, path: Path, *, move: bool, grace: bool) -> IngestResult:
         """Turn one job file into rows.
 
-        ``move``: file it under ``.accepted/`` or ``.rejected/`` of the inbox afterwards.
-        ``grace``: a missing picture may still be on its way; while the file is younger
-        than the grace period, leave it for a later scan instead of rejecting it.
+        ``move``: the file is in the inbox: it must really be there (a link to a file
+        elsewhere is refused unread), and it is filed under ``.accepted/`` or
+        ``.rejected/`` afterwards. ``grace``: a missing picture may still be on its way,
+        and a file that does not parse may still be being written; while the file is
+        young, leave it for a later look instead of rejecting it.
         """
+        return self.ingest_paths([path], move=move, grace=grace)[0]
+
+    def ingest_paths(self, paths: Iterable[Path], *, move: bool, grace: bool) -> list[IngestResult]:
+        """``ingest_path`` for many files: each read on its own, all stored together."""
+        return self.commit([self.read_path(p, move=move, grace=grace) for p in paths], move=move)
+
+    def read_path(self, path: Path, *, move: bool, grace: bool) -> Read | IngestResult:
+        """Read and check one job file: the rows to make, or a result when there is
+        nothing to store (gone, or not whole yet). Raises only ``TransientError``."""
         path = path.absolute()
+        try:
+            return self._read_path(path, move=move, grace=grace)
+        except TransientError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - nothing about one file may stall the rest
+            return self._unforeseen(path, path.as_uri(), exc)
+
+    def _unforeseen(self, path: Path | str, uri: str, exc: Exception) -> Read:
+        """A file that broke a check nobody foresaw: rejected with the reason, once (its
+        identity is stable, so a second look finds the row)."""
+        log.error("%s: could not be checked: %s", _name(uri), _why(exc, ""))
+        log.debug("why", exc_info=True)
+        try:
+            sha = identity(path) if isinstance(path, Path) else "unreadable"
+        except OSError:
+            sha = hashlib.sha256(f"unreadable:{uri}".encode()).hexdigest()
+        reason = _why(exc, "the job file could not be checked")
+        return Read(path, uri, sha, [self._rejected(Entry(-1, None), uri, sha, reason)])
+
+    def _read_path(self, path: Path, *, move: bool, grace: bool) -> Read | IngestResult:
         uri = path.as_uri()
         try:
-            data = read_limited(path, self.settings.ingest.max_job_file_bytes, what="job file")
-        except InputError as exc:
-            if not path.exists():  # gone before we got to it (moved by another ingester)
+            real = inside(self.inbox, path, what="job file") if move else path.resolve(True)
+            data = read_limited(real, self.settings.ingest.max_job_file_bytes, what="job file")
+        except FileNotFoundError:
+            if not os.path.lexists(path):
+                return IngestResult(path, "ignored")  # moved away meanwhile (another ingester)
+            why = f"job file is a link to a missing file: {printable(str(path))}"
+            sha = identity(path)
+            return Read(path, uri, sha, [self._rejected(Entry(-1, None), uri, sha, why)])
+        except (InputError, OSError, RuntimeError) as exc:
+            try:
+                sha = identity(path)
+            except FileNotFoundError:
                 return IngestResult(path, "ignored")
-            sha = _stream_sha256(path)
-            return self._commit(
-                path, [self._rejected(Entry(-1, None), uri, sha, str(exc))], move=move
-            )
+            reason = str(exc) if isinstance(exc, InputError) else _why(exc, "cannot be read")
+            return Read(path, uri, sha, [self._rejected(Entry(-1, None), uri, sha, reason)])
         sha = hashlib.sha256(data).hexdigest()
-        new = self._rows(data, path.parent, uri, sha, grace=grace,
-                         age_s=lambda: time.time() - path.stat().st_mtime)  # fmt: skip
-        if new is None:
-            return IngestResult(path, "deferred")
-        return self._commit(path, new, move=move)
+        # Inputs are named relative to the file itself (a link's target, inside the inbox).
+        rows = self._rows(data, real.parent, uri, sha, grace=grace, growing=True,
+                          age_s=lambda: time.time() - os.lstat(path).st_mtime)  # fmt: skip
+        return IngestResult(path, "deferred") if rows is None else Read(path, uri, sha, rows)
+
+    # ------------------------------------------------------------------ bucket objects
 
     def ingest_object(self, info: objects.ObjectInfo, *, grace: bool = True) -> IngestResult:
         """Turn one job object of a bucket inbox into rows; the object stays where it is.
@@ -111,26 +182,41 @@ class Ingester:
         that sees it again, finds the rows already there.
         """
         read = self.read_object(info, grace=grace)
-        return read if isinstance(read, IngestResult) else self.commit_objects([read])[0]
+        return read if isinstance(read, IngestResult) else self.commit([read], move=False)[0]
 
-    def read_object(
-        self, info: objects.ObjectInfo, *, grace: bool = True
-    ) -> tuple[str, list[queue.NewJob]] | IngestResult:
-        """Read and validate one job object: (its URI, the rows to make), or a result
-        when there is nothing to commit (gone, or waiting for an input)."""
+    def read_object(self, info: objects.ObjectInfo, *, grace: bool = True) -> Read | IngestResult:
+        """Read and check one job object: the rows to make, or a result when there is
+        nothing to store (gone, or waiting for an input). Raises ``TransientError`` and
+        ``StorageError`` (S3 said "later", or "access denied"): the infrastructure's
+        fault, retried; anything else about the object is its rejection."""
+        try:
+            return self._read_object(info, grace=grace)
+        except (TransientError, StorageError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - nothing about one object may stall the rest
+            return self._unforeseen(info.uri, info.uri, exc)
+
+    def _read_object(self, info: objects.ObjectInfo, *, grace: bool) -> Read | IngestResult:
         uri = info.uri
         try:
-            data, read = objects.read_info(uri, self.settings.ingest.max_job_file_bytes,
-                                           what="job file")  # fmt: skip
+            data, got = objects.read_info(uri, self.settings.ingest.max_job_file_bytes,
+                                          what="job file")  # fmt: skip
         except InputError as exc:
             current = objects.head(uri)
             if current is None:  # deleted before we got to it
                 return IngestResult(uri, "ignored")
-            return uri, [self._rejected(Entry(-1, None), uri, current.etag, str(exc))]
-        etag = read.etag or info.etag  # the version read is the one ingested
-        new = self._rows(data, uri.rsplit("/", 1)[0] + "/", uri, etag, grace=grace,
-                         age_s=lambda: _age_s(read.modified or info.modified))  # fmt: skip
-        return IngestResult(uri, "deferred") if new is None else (uri, new)
+            return Read(uri, uri, current.etag,
+                        [self._rejected(Entry(-1, None), uri, current.etag, str(exc))])  # fmt: skip
+        etag = got.etag or info.etag  # the version read is the one ingested
+        # An object is whole once it exists (S3 has no half-written objects): one that
+        # does not parse is rejected at once.
+        rows = self._rows(
+            data, uri.rsplit("/", 1)[0] + "/", uri, etag, grace=grace, growing=False,
+            age_s=lambda: _age_s(got.modified or info.modified),
+        )  # fmt: skip
+        return IngestResult(uri, "deferred") if rows is None else Read(uri, uri, etag, rows)
+
+    # ------------------------------------------------------------------ checking
 
     def _rows(
         self,
@@ -140,51 +226,69 @@ class Ingester:
         sha: str,
         *,
         grace: bool,
+        growing: bool,
         age_s: Callable[[], float],
     ) -> list[queue.NewJob] | None:
         """The rows of a job file's entries (rejected ones with their reason); None when
-        an input is missing and the file, ``age_s`` old, may still be waiting for it."""
+        the file, ``age_s`` old, may still be arriving (an input, or, ``growing``, the
+        rest of itself)."""
+        ingest = self.settings.ingest
+        entries = parse(data, jsonl=uri.lower().endswith(".jsonl"),
+                        max_entries=ingest.max_entries_per_file)  # fmt: skip
+        unfinished = next((e for e in entries if e.unfinished), None)
+        if unfinished and grace and growing and age_s() < ingest.unfinished_grace_s:
+            log.info("%s: %s; looking again until it is %g s old", _name(uri),
+                     unfinished.error, ingest.unfinished_grace_s)  # fmt: skip
+            return None
         new: list[queue.NewJob] = []
-        for entry in parse(data, jsonl=uri.lower().endswith(".jsonl")):
+        for entry in entries:
+            if entry.index < 0 and entry.raw is None and entry.error:  # the file did not parse
+                new.append(self._rejected(entry, uri, sha, entry.error, excerpt=data))
+                continue
             try:
-                new.extend(self._jobs(entry, base, uri, sha))
+                new.extend(self._jobs(entry, base, uri, sha, grace=grace))
             except MissingInput as exc:
-                if grace and age_s() < self.settings.ingest.missing_input_grace_s:
-                    log.info("%s: %s; waiting for it to arrive", uri, exc)
+                if grace and age_s() < ingest.missing_input_grace_s:
+                    log.info("%s: %s; waiting for it to arrive", _name(uri), exc)
                     return None
                 new.append(self._rejected(entry, uri, sha, str(exc)))
-            except InputError as exc:
+            except (InputError, StorageError) as exc:
                 new.append(self._rejected(entry, uri, sha, str(exc)))
+            except TransientError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - an input no check foresaw: its rejection
+                log.error("%s: an entry could not be checked: %s", _name(uri), _why(exc, ""))
+                log.debug("why", exc_info=True)
+                new.append(self._rejected(entry, uri, sha, _why(exc, "could not be checked")))
         return new
 
-    def commit_objects(self, read: list[tuple[str, list[queue.NewJob]]]) -> list[IngestResult]:
-        """The rows of several job objects in one transaction (one commit, not one per
-        object: a burst of events is ingested as fast as it is read)."""
-        with self.db.write() as conn:
-            enqueued = [queue.enqueue_file(conn, new, self.outputs_root) for _, new in read]
-        return [self._after_commit(uri, new, e, move=False)
-                for (uri, new), e in zip(read, enqueued, strict=True)]  # fmt: skip
-
-    def _rejected(self, entry: Entry, uri: str, sha: str, reason: str) -> queue.NewJob:
+    def _rejected(
+        self, entry: Entry, uri: str, sha: str, reason: str, *, excerpt: bytes | None = None
+    ) -> queue.NewJob:
         raw = entry.raw if isinstance(entry.raw, dict) else {}
         where = (
             f"entry {entry.index}: " if entry.index >= 0 and not reason.startswith("entry ") else ""
         )
         return queue.NewJob(
-            task=str(raw.get("task", "?"))[:16],
-            model=str(raw.get("model") or "?")[:100],
-            name=str(raw["name"])[:200] if raw.get("name") else None,
+            task=_field(raw.get("task"), "?", 16),
+            model=_field(raw.get("model"), "?", 100),
+            name=_field(raw.get("name"), None, 200),
             source_uri=uri,
             source_sha256=sha,
             source_entry=entry.index,
             state="rejected",
-            spec=entry.raw if _json_safe(entry.raw) else None,
-            error=where + reason,
+            # Not the entry itself: a rejected file may be anything (a secret that was
+            # never meant to be a job), so its row and manifest keep a short excerpt.
+            spec={"excerpt": _excerpt(entry.raw, excerpt)},
+            error=printable(where + reason),
         )
 
-    def _jobs(self, entry: Entry, base: Path | str, uri: str, sha: str) -> list[queue.NewJob]:
+    def _jobs(
+        self, entry: Entry, base: Path | str, uri: str, sha: str, *, grace: bool
+    ) -> list[queue.NewJob]:
         """The rows of one entry: its job, then one ``waiting`` row per ``then`` stage.
-        ``base``: the job file's folder (local) or its bucket "folder" URI."""
+        ``base``: the job file's folder (local) or its bucket "folder" URI; ``grace``: an
+        input written a moment ago may not be whole yet (see ``_version``)."""
         if entry.spec is None:
             raise InputError(entry.error or "invalid job")
         spec = entry.spec
@@ -209,7 +313,7 @@ class Ingester:
                     f"{where}model {stage_model.id!r} needs {' and '.join(missing)} input;"
                     f" the job gives none (add {' and '.join(repr(m) for m in missing)})"
                 )
-        inputs = self._inputs(spec, base)
+        inputs = self._inputs(spec, base, grace=grace)
         pictures = {k: v for k, v in inputs.items() if k in ("images", "image_sha256")}
         rows = []
         for n, ((task, _, _, output_format), (model, params, cls)) in enumerate(
@@ -262,13 +366,13 @@ class Ingester:
             raise InputError(f"{where}model {model.id!r}: {reasons}") from None
         return model, params, adapter_cls
 
-    def _inputs(self, spec: JobSpec, base: Path | str) -> dict[str, Any]:
+    def _inputs(self, spec: JobSpec, base: Path | str, *, grace: bool) -> dict[str, Any]:
         images, hashes = [], []
         for n, ref in enumerate(spec.picture_refs):
             what = "image" if spec.image else f"images[{n}]"
-            data, resolved = self._read_picture(ref, base, what)
+            resolved, sha = self._picture(ref, base, what, grace=grace)
             images.append(resolved)
-            hashes.append(hashlib.sha256(data).hexdigest())
+            hashes.append(sha)
         inputs: dict[str, Any] = {}
         if images:
             inputs["images"] = images
@@ -278,8 +382,9 @@ class Ingester:
         if spec.mesh:
             inputs["mesh"] = self._ref(spec.mesh, base, "mesh")
             limits = self.settings.limits
-            # Read and checked here, so that a bad mesh is rejected, not retried by a runner.
-            read_mesh(
+            # Read and checked here, so that a bad mesh is rejected, not retried by a
+            # runner; the digest of every byte read lets the runner see a swap.
+            _, inputs["mesh_sha256"] = read_mesh_digest(
                 inputs["mesh"],
                 max_bytes=limits.max_mesh_bytes,
                 max_faces=limits.max_mesh_faces,
@@ -287,25 +392,56 @@ class Ingester:
             )
         return inputs
 
-    def _read_picture(self, ref: str, base: Path | str, what: str) -> tuple[bytes, str]:
+    def _picture(self, ref: str, base: Path | str, what: str, *, grace: bool) -> tuple[str, str]:
+        """A picture's URI and sha256, checked (read once per version: a burst of job
+        files naming the same picture reads and probes it once)."""
         limits = self.settings.limits
+        name = f"{what} {_short(ref)!r}"
         if ref.startswith("data:"):
             data = decode_data_uri(ref, limits.max_picture_bytes, what)
-            resolved = ref
-        else:
-            resolved = self._ref(ref, base, what)
-            if objects.is_s3(resolved):
-                data = objects.read(resolved, limits.max_picture_bytes, what=what)
-            else:
-                data = read_limited(Path(resolved[len("file://") :]), limits.max_picture_bytes,
-                                    what=what)  # fmt: skip
-        probe(data, max_pixels=limits.max_picture_pixels, name=f"{what} {_short(ref)!r}")
-        return data, resolved
+            probe(data, max_pixels=limits.max_picture_pixels, name=name)
+            return ref, hashlib.sha256(data).hexdigest()
+        resolved, version = self._version(self._ref(ref, base, what), what)
+        key = (resolved, version)
+        known = self._pictures.get(key)
+        if known is None:
+            try:
+                if objects.is_s3(resolved):
+                    data = objects.read(resolved, limits.max_picture_bytes, what=what)
+                else:
+                    data = read_limited(local_path(resolved), limits.max_picture_bytes, what=what)
+                probe(data, max_pixels=limits.max_picture_pixels, name=name)
+                known = (hashlib.sha256(data).hexdigest(), None)
+            except InputError as exc:
+                known = (None, str(exc))
+            self._pictures[key] = known
+            if len(self._pictures) > PICTURE_CACHE:
+                self._pictures.popitem(last=False)
+        sha, why = known
+        if sha is None:
+            raise InputError(why or f"{name} cannot be used")
+        return resolved, sha
+
+    def _version(self, uri: str, what: str) -> tuple[str, str]:
+        """``uri`` and a name for the version of the input there now: its ETag, or its
+        inode, size and modification time."""
+        if objects.is_s3(uri):
+            info = objects.head(uri)
+            if info is None:
+                raise MissingInput(f"{what} not found: {uri}")
+            return uri, info.etag
+        try:
+            st = os.stat(local_path(uri))
+        except FileNotFoundError:
+            raise MissingInput(f"{what} not found: {printable(uri)}") from None
+        return uri, f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
     def _ref(self, ref: str, base: Path | str, what: str) -> str:
         """An input reference as a URI: relative ones resolved against the job file's
         folder and confined to it (a bucket inbox: to its prefix); ``s3://`` ones must
         be inside the bucket inbox or under a prefix of ``ingest.s3_allow``."""
+        if "\x00" in ref:
+            raise InputError(f"{what} {ref!r} holds a NUL byte")
         if ref.startswith("s3://"):
             allowed = [self.inbox_prefix] if self.inbox_prefix else []
             allowed += self.settings.ingest.s3_allow
@@ -326,59 +462,145 @@ class Ingester:
             target = objects.confined_key(self.inbox_prefix, base, ref, what=what)
         else:
             path = confined(base, ref, what=what)
-            if not path.exists():
-                raise MissingInput(f"{what} not found: {ref!r} (looked for {path})")
-            if path.is_dir():
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                raise MissingInput(
+                    f"{what} not found: {ref!r} (looked for {printable(str(path))})"
+                ) from None
+            except OSError as exc:
+                raise InputError(f"{what} {ref!r} cannot be looked up: {exc.strerror}") from None
+            if stat.S_ISDIR(st.st_mode):
                 raise InputError(f"{what} {ref!r} is a directory, not a file")
             return path.as_uri()
         if objects.head(target) is None:
             raise MissingInput(f"{what} not found: {ref!r} (looked for {target})")
         return target
 
-    # ------------------------------------------------------------------ commit + file away
+    # ------------------------------------------------------------------ storing
 
-    def _commit(self, path: Path | str, new: list[queue.NewJob], *, move: bool) -> IngestResult:
-        with self.db.write() as conn:
-            enqueued = queue.enqueue_file(conn, new, self.outputs_root)
-        return self._after_commit(path, new, enqueued, move=move)
+    def commit(self, got: Sequence[Read | IngestResult], *, move: bool) -> list[IngestResult]:
+        """Store the rows of every file read (few transactions for many files), then
+        file each away and write its error manifests. A file whose manifests cannot be
+        written (the outputs are away) stays where it is, as "retry"."""
+        ready = [g for g in got if isinstance(g, Read)]
+        stored = iter(self._store(ready))
+        results = []
+        for g in got:
+            if isinstance(g, IngestResult):
+                results.append(g)
+                continue
+            enqueued = next(stored)
+            try:
+                results.append(self._after_commit(g, enqueued, move=move))
+            except (OSError, TransientError, StorageError) as exc:
+                log.warning("%s: stored, but %s; it stays for the next look", _name(g.uri),
+                            _why(exc, "filing it away failed"))  # fmt: skip
+                results.append(IngestResult(g.path, "retry", jobs=enqueued))
+        return results
+
+    def _store(self, ready: list[Read]) -> list[list[queue.Enqueued]]:
+        """Rows of many files, ``ROWS_PER_TRANSACTION`` at a time. A batch the database
+        refuses for what is in it (not for being away) is stored file by file, so one
+        file's unstorable content is that file's rejection, not its neighbours' stall."""
+        out: list[list[queue.Enqueued]] = [[] for _ in ready]
+        for batch in _packs([len(r.rows) for r in ready], ROWS_PER_TRANSACTION):
+            if len(batch) == 1 and len(ready[batch[0]].rows) > ROWS_PER_TRANSACTION:
+                out[batch[0]] = self._store_alone(ready[batch[0]])
+                continue
+            try:
+                with self.db.write() as conn:
+                    got = queue.enqueue_files(conn, [ready[i].rows for i in batch],
+                                              self.outputs_root)  # fmt: skip
+            except (OperationalError, InterfaceError):
+                raise
+            except DBAPIError:
+                got = [self._store_alone(ready[i]) for i in batch]
+            for i, enqueued in zip(batch, got, strict=True):
+                out[i] = enqueued
+        return out
+
+    def _store_alone(self, read: Read) -> list[queue.Enqueued]:
+        """One file's rows, in parts of ``ROWS_PER_TRANSACTION``. If the database refuses
+        a part for its content, the file is rejected with the database's reason in one
+        more row (parts stored before stay: they were fine), and ``read.rows`` becomes
+        what is stored."""
+        source = {(read.uri, read.sha)}
+        with self.db.read() as conn:
+            before = queue.known(conn, source)
+        for part in _entry_groups(read.rows, ROWS_PER_TRANSACTION):
+            try:
+                with self.db.write() as conn:
+                    queue.enqueue_files(conn, [part], self.outputs_root)
+            except (OperationalError, InterfaceError):
+                raise
+            except DBAPIError as exc:
+                reason = _why(exc.orig or exc, "the job file could not be stored")
+                log.error("%s: %s", _name(read.uri), reason)
+                fallback = self._rejected(Entry(-1, None), read.uri, read.sha, reason)
+                with self.db.write() as conn:  # anything wrong now is the database's
+                    queue.enqueue_files(conn, [[fallback]], self.outputs_root)
+                    found = queue.known(conn, source)
+                stored = [j for j in read.rows if _key(j) in found and _key(j) != _key(fallback)]
+                read.rows = [*stored, fallback]
+                break
+        with self.db.read() as conn:
+            found = queue.known(conn, source)
+        return [
+            queue.Enqueued(id=found[_key(j)][0], source_entry=j.source_entry,
+                           state=found[_key(j)][1], created=_key(j) not in before, stage=j.stage)
+            for j in read.rows
+        ]  # fmt: skip
 
     def _after_commit(
-        self,
-        path: Path | str,
-        new: list[queue.NewJob],
-        enqueued: list[queue.Enqueued],
-        *,
-        move: bool,
+        self, read: Read, enqueued: list[queue.Enqueued], *, move: bool
     ) -> IngestResult:
-        """File the job file away (local), write error manifests, log."""
+        """Write error manifests, file the job file away (local), log."""
+        path = read.path
         result = IngestResult(path, "enqueued", jobs=enqueued)
-        kept_at: Path | str = path
+        rejected = any(e.state == "rejected" for e in enqueued)
+        target = None
         if move and isinstance(path, Path):
-            kept_at = _move_aside(
-                path,
-                self.settings.inbox_path.absolute(),
-                ".rejected" if any(j.state == "rejected" for j in enqueued) else ".accepted",
-            )
-            result.moved_to = kept_at
-        for job, e in zip(new, enqueued, strict=True):
+            target = self._aside(path, ".rejected" if rejected else ".accepted")
+        kept_at = target.as_uri() if target else read.uri
+        for job, e in zip(read.rows, enqueued, strict=True):
             if e.state == "rejected" and job.error:
                 result.errors[e.id] = job.error
                 self._error_manifest(e, job, kept_at)
-        for e in enqueued:
-            log.info(
-                "%s job %d from %s%s",
-                "new" if e.created else "known",
-                e.id,
-                path.name if isinstance(path, Path) else path,
-                f" ({e.state}: {result.errors[e.id]})" if e.id in result.errors else "",
-            )
+        if target is not None and isinstance(path, Path):
+            with contextlib.suppress(FileNotFoundError):  # another ingester filed it meanwhile
+                path.replace(target)
+            result.moved_to = target
+        created = [e for e in enqueued if e.created]
+        log.info(
+            "%s: %s%s",
+            _name(read.uri),
+            f"new job(s) {_ids(created)}" if created else f"known job(s) {_ids(enqueued)}",
+            "".join(f" ({e.id} rejected: {result.errors[e.id]})" for e in enqueued
+                    if e.id in result.errors)[:600],
+        )  # fmt: skip
         return result
 
-    def _error_manifest(self, e: queue.Enqueued, job: queue.NewJob, kept_at: Path | str) -> None:
+    def _aside(self, path: Path, folder: str) -> Path:
+        """Where a job file is filed: ``<inbox>/<folder>/<its path in the inbox>``, a
+        new name if that one is taken (the same name dropped again)."""
+        try:
+            rel = path.relative_to(self.inbox)
+        except ValueError:
+            rel = Path(path.name)
+        target = self.inbox / folder / rel
+        if target.parent not in self._made_dirs:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(target.parent)
+        if os.path.lexists(target):
+            target = target.with_name(f"{target.stem}.{time.time_ns() // 1000}{target.suffix}")
+        return target
+
+    def _error_manifest(self, e: queue.Enqueued, job: queue.NewJob, kept_at: str) -> None:
         target = objects.join(self.outputs_root, "rejected", str(e.id), "manifest.json")
         if objects.head(target) is not None:
             return
-        manifest = {
+        manifest: dict[str, Any] = {
             "manifest_version": 1,
             "job_id": e.id,
             "state": "rejected",
@@ -388,84 +610,138 @@ class Ingester:
                 "uri": job.source_uri,
                 "entry": job.source_entry if job.source_entry >= 0 else None,
                 "sha256": job.source_sha256,
-                "kept_at": kept_at.as_uri() if isinstance(kept_at, Path) else kept_at,
+                "kept_at": kept_at,
             },
-            "spec": job.spec,
+            "excerpt": (job.spec or {}).get("excerpt"),
             "error": job.error,
-            "rejected_at": datetime.now(UTC).isoformat(),
+            "rejected_at": datetime.now(UTC),
             "artifacts": [],
         }
+        data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         with contextlib.suppress(objects.Conflict):  # another ingester wrote it meanwhile
-            objects.write(target, (json.dumps(manifest, indent=2) + "\n").encode(), if_absent=True)
+            objects.write(target, data, if_absent=True)
 
     # ------------------------------------------------------------------ a whole inbox
 
-    def scan(self, *, grace: bool = True, settle_s: float = 0.0) -> list[IngestResult]:
+    def scan(
+        self,
+        *,
+        grace: bool = True,
+        settle_s: float = 0.0,
+        looks: dict[Path, tuple[int, int, int]] | None = None,
+    ) -> list[IngestResult]:
         """Ingest every job file under the inbox (dot-folders such as .accepted skipped).
 
-        ``settle_s``: skip files modified that recently. A scan cannot tell a file that
-        is still being written from a finished one; the watcher's close event (or its
-        next scan) covers the fresh ones, so it passes the settle time.
+        ``settle_s``: skip files modified that recently. ``looks`` (the watcher's): what
+        the previous scan saw of each file (size, modification time, inode), replaced by
+        what this one sees; a file is read only once two looks agree. A scan cannot tell
+        a file that is still being written from a finished one by one look: a writer
+        that pauses longer than ``settle_s`` would have half its file read.
         """
-        inbox = self.settings.inbox_path
-        inbox.mkdir(parents=True, exist_ok=True)
-        results = []
         now = time.time()
-        for path in sorted(_walk(inbox)):
+        seen: dict[Path, tuple[int, int, int]] = {}
+        paths = []
+        for path in self.job_files():
             try:
-                if settle_s and now - path.stat().st_mtime < settle_s:
-                    continue
-                results.append(self.ingest_path(path, move=True, grace=grace))
+                st = os.lstat(path)
             except FileNotFoundError:  # moved away meanwhile (another ingester took it)
                 continue
-            except Exception:  # noqa: BLE001 - one file must not stop the scan
-                log.exception("ingesting %s failed; it stays in the inbox for the next scan", path)
+            except OSError:  # a name the file system will not look up: ingest says why
+                paths.append(path)
+                continue
+            seen[path] = (st.st_size, st.st_mtime_ns, st.st_ino)
+            if settle_s and now - st.st_mtime < settle_s:
+                continue
+            if looks is not None and looks.get(path) != seen[path]:
+                continue
+            paths.append(path)
+        if looks is not None:
+            looks.clear()
+            looks.update(seen)
+        results = []
+        for start in range(0, len(paths), SCAN_BATCH):
+            results += self.ingest_paths(paths[start : start + SCAN_BATCH], move=True, grace=grace)
         return results
 
+    def job_files(self) -> list[Path]:
+        """Every job file under the inbox, in name order (dot-folders skipped)."""
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        found: list[Path] = []
+        for dirpath, dirnames, filenames in os.walk(self.inbox):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            found.extend(Path(dirpath, f) for f in filenames if is_job_file(Path(f)))
+        return sorted(found)
 
-def _walk(root: Path) -> list[Path]:
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found.extend(Path(dirpath, f) for f in filenames if is_job_file(Path(dirpath, f)))
-    return found
+
+SCAN_BATCH = 500  # files read, then stored in one go, by a scan
 
 
-def _stream_sha256(path: Path) -> str:
-    """Hash a file too large to load (or not a file: hash its path and size)."""
-    digest = hashlib.sha256()
-    if path.is_file():
-        with path.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
+def _packs(sizes: list[int], budget: int) -> list[list[int]]:
+    """Indices of files grouped so that a group's rows stay within ``budget`` (a file
+    larger than that forms a group of its own, stored in parts)."""
+    packs: list[list[int]] = []
+    used = budget
+    for i, n in enumerate(sizes):
+        if used + n > budget or not packs:
+            packs.append([])
+            used = 0
+        packs[-1].append(i)
+        used += n
+    return packs
+
+
+def _entry_groups(rows: list[queue.NewJob], budget: int) -> list[list[queue.NewJob]]:
+    """A file's rows in parts of about ``budget`` rows, an entry's stages never split
+    (a stage is linked to its parent in the transaction that makes it)."""
+    parts: list[list[queue.NewJob]] = [[]]
+    for i, row in enumerate(rows):
+        if len(parts[-1]) >= budget and row.stage == 0 and i:
+            parts.append([])
+        parts[-1].append(row)
+    return parts
+
+
+def _key(j: queue.NewJob) -> queue.Key:
+    return j.source_uri, j.source_sha256, j.source_entry, j.stage
+
+
+def _field(value: Any, default: str | None, limit: int) -> Any:
+    """A rejected entry's task/model/name as a clean short string (or the default)."""
+    if value is None or value == "":
+        return default
+    return printable(str(value).replace("\x00", ""))[:limit]
+
+
+def _excerpt(raw: Any, data: bytes | None) -> str:
+    """The start of what was written, escaped and short."""
+    if data is not None:
+        text = data[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
     else:
-        digest.update(f"{path}:{path.stat().st_size}".encode())
-    return digest.hexdigest()
+        try:
+            text = orjson.dumps(raw).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            text = repr(raw)
+    text = printable(text.replace("\x00", "\\u0000"))
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."
 
 
-def _move_aside(path: Path, inbox: Path, folder: str) -> Path:
-    try:
-        rel = path.relative_to(inbox)
-    except ValueError:
-        rel = Path(path.name)
-    target = inbox / folder / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():  # same name seen before: keep both
-        target = target.with_name(f"{target.stem}.{int(time.time() * 1000)}{target.suffix}")
-    path.replace(target)
-    return target
+def _why(exc: BaseException, doing: str) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return printable(f"{doing}: {what}" if doing else what)[:500]
+
+
+def _ids(enqueued: list[queue.Enqueued]) -> str:
+    ids = [e.id for e in enqueued]
+    return ", ".join(map(str, ids)) if len(ids) <= 6 else f"{ids[0]}..{ids[-1]} ({len(ids)})"
+
+
+def _name(uri: str) -> str:
+    return printable(uri.rsplit("/", 1)[-1] if not uri.startswith("s3://") else uri)
 
 
 def _short(ref: str) -> str:
     return ref if len(ref) <= 80 else ref[:60] + "..."
-
-
-def _json_safe(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def _age_s(modified: datetime | None) -> float:

@@ -1,24 +1,38 @@
 """The drop-folder watcher: watchdog events, a scan at start-up, and a periodic rescan.
 
 Events make ingestion prompt; the scans make it complete. inotify drops events when
-its queue overflows (a 20,000-file burst lost about half of them in a probe, without
-telling the handler), so the rescan, not the event stream, is the source of truth.
-A file is read only once it is closed after writing or renamed into the inbox, never
-on "created", which fires while the writer is still writing.
+its queue overflows (a 20,000-file burst overflows the kernel's default queue of
+16,384 events); watchdog reports that, and the watcher rescans at once, but the
+rescan, not the event stream, is the source of truth.
+
+A file is read when it is closed after writing or renamed into the inbox, never on
+"created", which fires while the writer is still writing (a file renamed in from
+outside the inbox also arrives as "created": it is read once it is older than the
+settle time). A scan reads a file only once it has been seen unchanged (size,
+modification time, inode) on two looks and was last modified at least
+``ingest.settle_s`` ago, so a slow writer's pause is not taken for the end of its file;
+and a file that does not parse while it is young is looked at again, not rejected
+(``ingest.unfinished_grace_s``).
+
+Files that arrive together are read one by one and stored together (see
+``Ingester.commit``): a burst costs a few statements per few hundred files.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue as stdqueue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from watchdog.events import (
     DirMovedEvent,
     FileClosedEvent,
+    FileCreatedEvent,
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
@@ -26,25 +40,30 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from ingest.ingester import Ingester, IngestResult, is_job_file
+from storage.errors import TransientError
 
 log = logging.getLogger("gen3d.ingest")
-_RESCAN = Path("\0rescan")  # a sentinel no real event can produce
+_RESCAN = Path("\0rescan")  # sentinels no real event can produce
+_FRESH = "\0created:"
+BATCH = 500  # paths taken from the event queue, then stored in one go
+# Infrastructure away (the database, the outputs): wait this long, doubling, at most 30 s.
+OUTAGE_S = 0.5
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, inbox: Path, paths: stdqueue.Queue[Path | None]) -> None:
+    def __init__(self, inbox: Path, paths: stdqueue.Queue[Path | str | None]) -> None:
         self.inbox = inbox
         self.paths = paths
 
-    def _offer(self, raw: str | bytes) -> None:
-        path = Path(raw.decode() if isinstance(raw, bytes) else raw)
+    def _offer(self, raw: str | bytes, *, created: bool = False) -> None:
+        path = Path(os.fsdecode(raw))
         try:
             rel = path.relative_to(self.inbox)
         except ValueError:
             return
         if any(part.startswith(".") for part in rel.parts):  # .accepted, .rejected, dotfiles
             return
-        self.paths.put(path)
+        self.paths.put(_FRESH + str(path) if created else path)
 
     def on_closed(self, event: FileClosedEvent) -> None:
         if not event.is_directory:
@@ -54,8 +73,14 @@ class _Handler(FileSystemEventHandler):
         if not event.is_directory:
             self._offer(event.dest_path)
 
-    def on_any_event(self, event: FileSystemEvent) -> None:  # pragma: no cover - logging only
-        log.debug("fs event %s %s", event.event_type, event.src_path)
+    def on_created(self, event: FileSystemEvent) -> None:
+        if isinstance(event, FileCreatedEvent):
+            self._offer(event.src_path, created=True)
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type == "events_lost":  # the kernel's queue overflowed
+            log.info("the file system dropped events under %s; scanning it now", self.inbox)
+            self.paths.put(_RESCAN)
 
 
 class InboxWatcher:
@@ -69,14 +94,18 @@ class InboxWatcher:
         on_result: Callable[[IngestResult], None] | None = None,
     ) -> None:
         self.ingester = ingester
-        self.inbox = ingester.settings.inbox_path.absolute()
+        self.inbox = ingester.inbox
         self.rescan_interval_s = rescan_interval_s
+        self.settle_s = ingester.settings.ingest.settle_s
         self.on_result = on_result
-        self._paths: stdqueue.Queue[Path | None] = stdqueue.Queue()
-        self._deferred: set[Path] = set()
+        self._paths: stdqueue.Queue[Path | str | None] = stdqueue.Queue()
+        self._deferred: set[Path] = set()  # waiting for an input, or for the rest of itself
+        self._fresh: set[Path] = set()  # created (or renamed in from outside), not read yet
+        self._looks: dict[Path, tuple[int, int, int]] = {}  # what the last scan saw
         self._stop = threading.Event()
         self._observer = Observer()
         self._thread = threading.Thread(target=self._loop, name="gen3d-ingest", daemon=True)
+        self._outage = 0.0  # seconds to wait before the next try while the database is away
 
     def start(self) -> None:
         self.inbox.mkdir(parents=True, exist_ok=True)
@@ -92,53 +121,110 @@ class InboxWatcher:
         self._thread.join(timeout=30)
 
     def _loop(self) -> None:
-        self._scan()
         # watchdog adds the inotify watch on its own thread after start() returns, so a
-        # file dropped in that instant raises no event: rescan soon after start-up, then
-        # on a fixed schedule (a busy event stream must not postpone the rescans).
-        next_scan = time.monotonic() + min(1.0, self.rescan_interval_s)
+        # file dropped in that instant raises no event: the first scans come soon after
+        # start-up, then on a fixed schedule (a busy event stream must not postpone them),
+        # sooner while a scan saw files it could not read yet.
+        next_scan = time.monotonic()
         while not self._stop.is_set():
-            try:
-                path = self._paths.get(timeout=max(next_scan - time.monotonic(), 0.0))
-            except stdqueue.Empty:
-                path = _RESCAN
-            if path is None:  # stop() was called
+            wait = max(next_scan - time.monotonic(), 0.0)
+            taken = self._take(wait)
+            if taken is None:  # stop() was called
                 break
-            if time.monotonic() >= next_scan:
-                self._scan()
-                next_scan = time.monotonic() + self.rescan_interval_s
-            if path is _RESCAN:
-                continue
-            # Something arrived: it may be the picture a deferred job file waits for.
-            retry, self._deferred = self._deferred, set()
-            for p in {path, *retry}:
-                if is_job_file(p) and p.exists():
-                    self._ingest(p)
+            if self._outage:
+                self._stop.wait(self._outage)
+            if _RESCAN in taken or time.monotonic() >= next_scan:
+                unsettled = self._scan()
+                soon = self.settle_s if unsettled or self._fresh else self.rescan_interval_s
+                next_scan = time.monotonic() + min(max(soon, 0.05), self.rescan_interval_s)
+            events = [p for p in taken if isinstance(p, Path) and p is not _RESCAN]
+            created = {Path(p[len(_FRESH) :]) for p in taken if isinstance(p, str)}
+            self._fresh |= created
+            if events or self._fresh:
+                # Something arrived: it may be the picture a deferred job file waits for.
+                retry, self._deferred = self._deferred, set()
+                self._ingest([*events, *retry, *self._settled_fresh()])
 
-    def _scan(self) -> None:
-        self._deferred.clear()
+    def _take(self, wait: float) -> list[Path | str] | None:
+        """The next event (waiting up to ``wait`` s; [] if none came) and every one
+        queued behind it, up to ``BATCH``; None once ``stop`` was called."""
         try:
-            results = self.ingester.scan(
-                grace=True, settle_s=self.ingester.settings.ingest.settle_s
-            )
-        except Exception:  # noqa: BLE001 - e.g. the database is away: try again next round
-            log.exception(
-                "scanning %s failed; retrying in %.1f s", self.inbox, self.rescan_interval_s
-            )
-            return
+            first = self._paths.get(timeout=wait)
+        except stdqueue.Empty:
+            return []
+        taken: list[Path | str] = []
+        item: Path | str | None = first
+        while item is not None:
+            taken.append(item)
+            if len(taken) >= BATCH:
+                break
+            try:
+                item = self._paths.get_nowait()
+            except stdqueue.Empty:
+                break
+        return None if item is None else taken
+
+    def _settled_fresh(self) -> list[Path]:
+        """Created files that nobody writes any more: last modified at least
+        ``settle_s`` ago (a file renamed in keeps its old time). The others wait for
+        their close event, or for a scan."""
+        now, ready = time.time(), []
+        for path in list(self._fresh):
+            try:
+                if now - os.lstat(path).st_mtime < self.settle_s:
+                    continue
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue
+            self._fresh.discard(path)
+            ready.append(path)
+        return ready
+
+    def _scan(self) -> bool:
+        """One look at the whole inbox: ingest the files that are settled; True when it
+        saw files it has to look at again (not settled yet, or waiting for an input)."""
+        try:
+            results = self.ingester.scan(grace=True, settle_s=self.settle_s, looks=self._looks)
+        except Exception as exc:  # noqa: BLE001 - e.g. the database is away: next round
+            self._outage = min(max(self._outage * 2, OUTAGE_S), 30.0)
+            log.warning("scanning %s failed: %s; trying again in %.1f s", self.inbox,
+                        _first_line(exc), max(self._outage, self.settle_s))  # fmt: skip
+            return True
+        self._outage = 0.0
+        self._fresh -= {Path(r.path) for r in results}
         for result in results:
             self._after(result)
+        return any(os.path.lexists(p) for p in self._looks)
 
-    def _ingest(self, path: Path) -> None:
-        try:
-            result = self.ingester.ingest_path(path, move=True, grace=True)
-        except Exception:  # noqa: BLE001 - the next scan retries it
-            log.exception("ingesting %s failed; it stays in the inbox for the next scan", path)
-            return
-        self._after(result)
+    def _ingest(self, paths: Iterable[Path]) -> None:
+        todo = sorted({p for p in paths if is_job_file(p) and os.path.lexists(p)})
+        for start in range(0, len(todo), BATCH):
+            chunk = todo[start : start + BATCH]
+            try:
+                results = self.ingester.ingest_paths(chunk, move=True, grace=True)
+            except Exception as exc:  # noqa: BLE001 - the thread must live on
+                # The infrastructure is away (reading a file is never the reason: that is
+                # the file's rejection): these files stay and are tried again, after a
+                # pause that grows while it stays away, one line per try.
+                self._outage = min(max(self._outage * 2, OUTAGE_S), 30.0)
+                infra = isinstance(exc, OperationalError | InterfaceError | TransientError)
+                log.warning("ingesting %d file(s) failed: %s; trying again in %.1f s",
+                            len(chunk), _first_line(exc), self._outage,
+                            exc_info=not infra)  # fmt: skip
+                self._deferred.update(chunk)
+                continue
+            self._outage = 0.0
+            for result in results:
+                self._after(result)
 
     def _after(self, result: IngestResult) -> None:
-        if result.status == "deferred":
+        if result.status in ("deferred", "retry"):
             self._deferred.add(Path(result.path))
         elif result.status == "enqueued" and self.on_result:
             self.on_result(result)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
