@@ -162,3 +162,37 @@ def test_demo_runs_the_bundled_examples(env: dict[str, str], tmp_path: Path) -> 
     manifests = list((tmp_path / "var" / "outbox").glob("*/manifest.json"))
     assert len(manifests) >= 5
     assert all(json.loads(m.read_text())["state"] == "succeeded" for m in manifests)
+
+
+@pytest.mark.parametrize("verb", ["status", "cancel", "retry"])
+def test_a_job_id_past_64_bits_is_a_usage_error_not_a_traceback(
+    env: dict[str, str], verb: str
+) -> None:
+    proc = manage(env, verb, str(2**63), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "JOB_ID" in proc.stderr and str(2**63) in proc.stderr
+
+
+def test_a_file_named_like_an_option_is_submitted_after_a_double_dash(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    write_job(tmp_path, "-rf.json", {"task": "mesh", "image": "a.png"}, a__png=PNG)
+    out = manage(env, "submit", "--", "-rf.json", cwd=tmp_path).stdout.split()
+    assert out == ["1", "queued"]
+    assert "submit -- -rf.json" in manage(env, "submit", "--help").stdout
+
+
+def test_control_characters_in_names_never_reach_the_terminal_raw(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    forged = "x\n2026-01-01 00:00:00 gen3d.runner WARNING all jobs deleted\x1b[2J"
+    path = write_job(tmp_path / "jobs", "a.json", {"task": "mesh", "image": "a.png",
+                                                   "name": forged}, a__png=PNG)  # fmt: skip
+    manage(env, "submit", str(path))
+    for args in (("status",), ("status", "1")):
+        out = manage(env, *args).stdout
+        assert "\x1b" not in out and "\n2026-01-01" not in out and "x\\n2026" in out
+    assert "all jobs deleted\\x1b[2J" in manage(env, "status", "1").stdout
+    proc = manage(env, "-vv", "run", "--until-idle")  # at debug each job is logged by name
+    assert "\x1b" not in proc.stderr and "\\n2026-01-01" in proc.stderr
+    assert not [ln for ln in proc.stderr.splitlines() if ln.startswith("2026-01-01 00:00:00")]

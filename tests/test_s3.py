@@ -419,3 +419,48 @@ def test_a_gltf_in_the_bucket_may_not_reach_outside_its_folder(
     _drain(BucketIngester(Ingester(settings, db), queue_url=url))
     (job,) = _rows(db)
     assert job["state"] == "rejected" and f"../{bin_name}" in job["error"]
+
+
+POISON = b"[" * 100_000 + b"]" * 100_000  # nested past any parser's recursion
+
+
+def test_a_poison_object_does_not_stop_ingest_once(tmp_path: Path, aws: None) -> None:
+    import os
+
+    name = f"gen3d-{uuid.uuid4().hex[:12]}"
+    objects.client().create_bucket(Bucket=name)
+    _put(name, "inbox/a-poison.json", POISON)
+    _put(name, "inbox/b-good.json", _noop("x"))
+    env = {**{k: v for k, v in os.environ.items() if k.startswith("AWS_") or k == "PATH"},
+           "GEN3D_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+           "GEN3D_INBOX": f"s3://{name}/inbox", "GEN3D_OUTPUTS": f"s3://{name}/out"}  # fmt: skip
+    root = Path(__file__).resolve().parent.parent
+    run = [sys.executable, str(root / "manage.py"), "ingest", "--once"]
+    done = subprocess.run(run, env=env, cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"2 new job object(s) in s3://{name}/inbox/" in done.stdout
+    db = Database(create(f"sqlite:///{tmp_path / 'cli.db'}"))
+    states = {r["source_uri"].rsplit("/", 1)[1]: (r["state"], r["error"]) for r in _rows(db)}
+    db.dispose()
+    assert states["b-good.json"] == ("queued", None)
+    assert states["a-poison.json"][0] == "rejected" and "not JSON" in states["a-poison.json"][1]
+
+
+def test_a_poison_object_does_not_stall_a_running_bucket_ingester(
+    tmp_path: Path, db: Database, db_url: str, bucket: tuple[str, str]
+) -> None:
+    name, url = bucket
+    settings = _settings(tmp_path, db_url, name, url, ingest={"sqs_wait_s": 1})
+    ing = BucketIngester(Ingester(settings, db), queue_url=url)
+    ing.start()
+    try:
+        _put(name, "inbox/poison.json", POISON)
+        time.sleep(1.0)
+        _put(name, "inbox/later.json", _noop("x"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(_rows(db)) < 2:
+            time.sleep(0.1)
+    finally:
+        ing.stop()
+    states = {r["source_uri"].rsplit("/", 1)[1]: r["state"] for r in _rows(db)}
+    assert states == {"poison.json": "rejected", "later.json": "queued"}

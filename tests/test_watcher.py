@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -84,5 +85,92 @@ def test_watcher_survives_a_failing_scan(
     try:
         assert _wait(lambda: len(results) == 1)
         assert len(calls) >= 2 and not Path(inbox / "a.json").exists()
+    finally:
+        watcher.stop()
+
+
+def _slow_settings(tmp_path: Path, **ingest: float) -> Settings:
+    from config import load_settings
+
+    return load_settings(
+        env={},
+        database_url=f"sqlite:///{tmp_path / 'slow.sqlite3'}",
+        inbox=str(tmp_path / "inbox"),
+        outputs=str(tmp_path / "outbox"),
+        ingest=ingest,
+    )
+
+
+def _states(ing: Ingester) -> list[str]:
+    from db import queue
+
+    with ing.db.read() as conn:
+        return [j["state"] for j in queue.list_jobs(conn)]
+
+
+def test_a_writer_that_pauses_mid_file_loses_nothing(tmp_path: Path) -> None:
+    """A network copy or an editor may stop half-way for longer than the settle time:
+    the rescans must not take the half for the whole and reject it."""
+    settings = _slow_settings(tmp_path, settle_s=0.3, rescan_interval_s=0.2)
+    db = Database(create(settings.database_url))
+    upgrade(db)
+    ing = Ingester(settings, db)
+    inbox = settings.inbox_path
+    inbox.mkdir(parents=True)
+    (inbox / "a.png").write_bytes(disk_png())
+    text = json.dumps({"task": "mesh", "image": "a.png", "name": "slow"})
+    watcher, results, _ = _watch(ing, rescan_s=0.2)
+    watcher.start()
+    try:
+        with (inbox / "slow.json").open("w") as fh:
+            fh.write(text[:20])
+            fh.flush()
+            time.sleep(2.0)  # several rescans and settle times pass
+            fh.write(text[20:])
+        assert _wait(lambda: _states(ing) == ["queued"])
+        assert not (inbox / ".rejected").exists()
+    finally:
+        watcher.stop()
+
+
+def test_a_job_file_that_never_parses_is_rejected_once_it_is_old(tmp_path: Path) -> None:
+    settings = _slow_settings(tmp_path, settle_s=0.1, unfinished_grace_s=1.0)
+    db = Database(create(settings.database_url))
+    upgrade(db)
+    ing = Ingester(settings, db)
+    inbox = settings.inbox_path
+    inbox.mkdir(parents=True)
+    watcher, _, _ = _watch(ing, rescan_s=0.2)
+    watcher.start()
+    try:
+        (inbox / "broken.json").write_text("{not json")
+        time.sleep(0.5)
+        assert _states(ing) == [] and (inbox / "broken.json").exists()  # still young
+        assert _wait(lambda: _states(ing) == ["rejected"])
+        assert _wait((inbox / ".rejected" / "broken.json").exists)
+    finally:
+        watcher.stop()
+
+
+def test_a_file_renamed_in_from_outside_the_inbox_is_read_without_a_rescan(
+    ingester: Ingester, tmp_path: Path
+) -> None:
+    inbox = ingester.settings.inbox_path
+    inbox.mkdir(parents=True)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "a.png").write_bytes(disk_png())
+    (staging / "a.json").write_text(json.dumps({"task": "mesh", "image": "a.png"}))
+    old = time.time() - 60  # written a while ago, as a finished file would have been
+    for name in ("a.png", "a.json"):
+        os.utime(staging / name, (old, old))
+    watcher, results, _ = _watch(ingester, rescan_s=60)  # no rescan: events alone must do it
+    watcher.start()
+    try:
+        time.sleep(1.5)  # the scans of start-up are over
+        os.rename(staging / "a.png", inbox / "a.png")
+        os.rename(staging / "a.json", inbox / "a.json")
+        assert _wait(lambda: len(results) == 1, timeout=10)
+        assert [e.state for e in results[0].jobs] == ["queued"]
     finally:
         watcher.stop()
