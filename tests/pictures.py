@@ -48,6 +48,18 @@ def bomb_png(width: int = 20000, height: int = 20000) -> bytes:
     )
 
 
+def eps() -> bytes:
+    """A real (tiny) Encapsulated PostScript file: a program Ghostscript would run."""
+    return (
+        b"%!PS-Adobe-3.0 EPSF-3.0\n"
+        b"%%BoundingBox: 0 0 32 32\n"
+        b"%%EndComments\n"
+        b"newpath 4 4 moveto 28 28 lineto 4 28 lineto closepath fill\n"
+        b"showpage\n"
+        b"%%EOF\n"
+    )
+
+
 def write_job(folder: Path, name: str, doc: Any, **pictures: bytes) -> Path:
     """Write pictures (file name -> bytes) and a job file into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from db import queue
 from db.engine import Database, create
 from db.migrate import upgrade
 from ingest.ingester import Ingester, IngestResult, is_job_file
-from tests.pictures import bomb_png, disk_png, write_job
+from tests.pictures import bomb_png, disk_png, eps, write_job
 
 PNG = disk_png()
 
@@ -195,6 +195,14 @@ def test_not_a_picture_is_rejected(ingester: Ingester) -> None:
         inbox(ingester), "x.json", {"task": "mesh", "image": "a.png"}, a__png=b"hello, not a png"
     )
     assert "not a picture" in rejected_reason(ingester, path)
+
+
+def test_postscript_named_png_is_rejected_as_not_a_raster_format(ingester: Ingester) -> None:
+    path = write_job(inbox(ingester), "x.json", {"task": "mesh", "image": "x.png"}, x__png=eps())
+    assert rejected_reason(ingester, path) == (
+        "image 'x.png' is EPS, not one of the raster formats PNG, JPEG, MPO, WEBP, BMP, TIFF,"
+        " GIF, TGA"
+    )
 
 
 def test_zero_byte_picture_is_rejected(ingester: Ingester) -> None:
