@@ -154,7 +154,43 @@ def decode_rgba(
     try:
         # Phone JPEGs store pixels sideways plus an EXIF turn; "up" must be the
         # picture's up, since it becomes +Y of the mesh.
-        rgba = ImageOps.exif_transpose(img).convert("RGBA")
+        rgba = eight_bit(ImageOps.exif_transpose(img)).convert("RGBA")
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{name} could not be decoded: {exc}") from None
     return np.asarray(rgba, dtype=np.uint8)
+
+
+def eight_bit(img: Image.Image) -> Image.Image:
+    """A 16- or 32-bit greyscale picture as 8-bit "L" (or "LA"), scaled by the range its
+    data is in; any other picture unchanged.
+
+    Pillow's own conversion to RGBA clips these at 255, so a 16-bit photo whose black
+    is a few hundred comes out white all over, and then has no foreground. A 16-bit
+    PNG's transparent grey (tRNS), which that conversion ignores too, becomes alpha.
+    """
+    if img.mode not in ("I", "F") and not img.mode.startswith("I;16"):
+        return img
+    values = np.asarray(img).astype(np.float32)
+    lo, hi = _data_range(img.mode, values)
+    values = np.nan_to_num(values, nan=lo, posinf=hi, neginf=lo)
+    scaled = (values - lo) * (255 / max(hi - lo, 1e-12))
+    grey = Image.fromarray(np.clip(np.round(scaled), 0, 255).astype(np.uint8))
+    key = img.info.get("transparency")
+    if not isinstance(key, int):
+        return grey
+    alpha = np.where(np.asarray(img) == key, 0, 255).astype(np.uint8)
+    return Image.merge("LA", (grey, Image.fromarray(alpha)))
+
+
+def _data_range(mode: str, values: np.ndarray) -> tuple[float, float]:
+    """The values that become black and white. "I;16*": their 16-bit range. "I" (32-bit
+    integers; older Pillow gave 16-bit PNGs this mode): the 16-bit range when its values
+    fit in it, else the range they span. "F": 0..1 when its values lie there (floats are
+    usually normalised), else the range they span."""
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if mode.startswith("I;16") or (mode == "I" and lo >= 0 and hi <= 65535):
+        return 0.0, 65535.0
+    if mode == "F" and lo >= 0 and hi <= 1:
+        return 0.0, 1.0
+    return lo, hi
