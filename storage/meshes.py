@@ -174,14 +174,19 @@ def mesh_suffix(name: str) -> str:
 
 
 def load_mesh(
-    data: bytes, name: str, *, max_faces: int, resolve: Resolve | None = None
+    data: bytes,
+    name: str,
+    *,
+    max_faces: int,
+    resolve: Resolve | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> trimesh.Trimesh:
     """One checked Trimesh from a mesh file's bytes; a scene is flattened (its node
     transforms applied, visuals kept where trimesh can concatenate them).
 
     ``resolve(relative_name)`` reads the files the mesh refers to, named relative to the
     mesh's own folder; it enforces the caller's confinement and byte limits. Without it,
-    a mesh that refers to other files is refused.
+    a mesh that refers to other files is refused. ``max_pixels`` limits each texture.
     """
     import trimesh
 
@@ -207,7 +212,7 @@ def load_mesh(
         _raise_reference_failure(resolver.failure, name)
         raise InputError(f"{name} is not a readable {fmt.upper()} file: {_short(exc)}") from None
     _raise_reference_failure(resolver.failure, name)
-    return _flatten(scene, name, fmt, max_faces)
+    return _flatten(scene, name, fmt, max_faces, max_pixels)
 
 
 def _raise_reference_failure(failure: BaseException | None, name: str) -> None:
@@ -223,7 +228,9 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-def _flatten(scene: trimesh.Scene, name: str, fmt: str, max_faces: int) -> trimesh.Trimesh:
+def _flatten(
+    scene: trimesh.Scene, name: str, fmt: str, max_faces: int, max_pixels: int
+) -> trimesh.Trimesh:
     import trimesh
 
     geoms = scene.geometry
@@ -248,7 +255,7 @@ def _flatten(scene: trimesh.Scene, name: str, fmt: str, max_faces: int) -> trime
     if total > max_faces:
         raise InputError(f"{name} has {total:,} faces; the limit is {max_faces:,}")
     for mesh in meshes.values():
-        _check_textures(mesh, name)
+        _check_textures(mesh, name, max_pixels)
     transform = scene.graph[scene.graph.nodes_geometry[0]][0]
     if len(uses) == 1 and uses[0] in meshes and np.allclose(transform, np.eye(4)):
         out = meshes[uses[0]]  # nothing to move or join: skip the copies
@@ -281,7 +288,7 @@ def _check_arrays(mesh: trimesh.Trimesh, where: str) -> None:
         )
 
 
-def _check_textures(mesh: trimesh.Trimesh, name: str) -> None:
+def _check_textures(mesh: trimesh.Trimesh, name: str, max_pixels: int) -> None:
     """Decode every texture now: a bomb or a truncated image fails the job at ingest,
     not an adapter halfway through."""
     from PIL import Image
@@ -294,10 +301,9 @@ def _check_textures(mesh: trimesh.Trimesh, name: str) -> None:
         if not isinstance(value, Image.Image):
             continue
         w, h = value.size
-        if w * h > DEFAULT_MAX_PIXELS:
+        if w * h > max_pixels:
             raise InputError(
-                f"{name}: a texture is {w} x {h} = {w * h:,} pixels; the limit is"
-                f" {DEFAULT_MAX_PIXELS:,}"
+                f"{name}: a texture is {w} x {h} = {w * h:,} pixels; the limit is {max_pixels:,}"
             )
         try:
             value.load()

@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlparse
 
 from storage.errors import InputError
 from storage.local import confined, read_limited
+from storage.pictures import DEFAULT_MAX_PIXELS
 
 
 def decode_data_uri(ref: str, limit: int, what: str) -> bytes:
@@ -44,10 +45,17 @@ def read_uri(uri: str, limit: int, *, what: str = "input") -> bytes:
     return read_limited(local_path(uri), limit, what=what)
 
 
-def read_mesh(uri: str, *, max_bytes: int, max_faces: int, what: str = "mesh") -> Any:
+def read_mesh(
+    uri: str,
+    *,
+    max_bytes: int,
+    max_faces: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    what: str = "mesh",
+) -> Any:
     """A mesh input as one checked ``trimesh.Trimesh``. The files a .gltf or .obj refers
     to are read from the mesh's own folder (never outside it), and all of them together
-    stay under ``max_bytes``."""
+    stay under ``max_bytes``; each texture stays under ``max_pixels``."""
     from storage import objects
     from storage.meshes import load_mesh
 
@@ -76,7 +84,9 @@ def read_mesh(uri: str, *, max_bytes: int, max_faces: int, what: str = "mesh") -
             path = confined(base, name, what=f"{what} file")
             return take(read_limited(path, max(budget[0], 0), what=f"{what} file {name!r}"))
 
-    return load_mesh(main, display_name(uri), max_faces=max_faces, resolve=resolve)
+    return load_mesh(
+        main, display_name(uri), max_faces=max_faces, resolve=resolve, max_pixels=max_pixels
+    )
 
 
 def display_name(uri: str) -> str:

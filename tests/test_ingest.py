@@ -14,16 +14,22 @@ from db import queue
 from db.engine import Database, create
 from db.migrate import upgrade
 from ingest.ingester import Ingester, IngestResult, is_job_file
+from storage.meshes import export_mesh
+from tests.meshes import blob, textured
 from tests.pictures import bomb_png, disk_png, eps, write_job
 
 PNG = disk_png()
 
 
+def make_ingester(settings: Settings) -> Ingester:
+    db = Database(create(settings.database_url))
+    upgrade(db)
+    return Ingester(settings, db)
+
+
 @pytest.fixture
 def ingester(sqlite_settings: Settings) -> Ingester:
-    db = Database(create(sqlite_settings.database_url))
-    upgrade(db)
-    return Ingester(sqlite_settings, db)
+    return make_ingester(sqlite_settings)
 
 
 def inbox(ing: Ingester) -> Path:
@@ -216,6 +222,17 @@ def test_decompression_bomb_is_rejected_before_decoding(ingester: Ingester) -> N
     )
     reason = rejected_reason(ingester, path)
     assert "too large to decode safely" in reason and "400000000 pixels" in reason
+
+
+def test_mesh_texture_is_held_to_the_configured_picture_pixel_limit(
+    sqlite_settings: Settings,
+) -> None:
+    limits = sqlite_settings.limits.model_copy(update={"max_picture_pixels": 9000})
+    ingester = make_ingester(sqlite_settings.model_copy(update={"limits": limits}))
+    doc = {"task": "convert", "mesh": "m.glb"}
+    glb = export_mesh(textured(blob(1), size=96), "glb")["mesh.glb"]
+    reason = rejected_reason(ingester, write_job(inbox(ingester), "x.json", doc, m__glb=glb))
+    assert reason.endswith("a texture is 96 x 96 = 9,216 pixels; the limit is 9,000")
 
 
 def test_data_uri_picture_is_accepted(ingester: Ingester) -> None:
