@@ -145,6 +145,17 @@ def _decoded(data: bytes, name: str) -> Image.Image:
     return img
 
 
+def check_picture(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "picture"
+) -> PictureInfo:
+    """``probe``, then decode every pixel once: for a picture another library decodes
+    later (a mesh's texture: trimesh drops one that fails, silently), so that a damaged
+    one is refused here, with a reason."""
+    info = probe(data, max_pixels=max_pixels, name=name)
+    _decoded(data, name)
+    return info
+
+
 def decode_rgba(
     data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "picture"
 ) -> np.ndarray:

@@ -15,7 +15,7 @@ from db.engine import Database, create
 from db.migrate import upgrade
 from ingest.ingester import Ingester, IngestResult, is_job_file
 from storage.meshes import export_mesh
-from tests.meshes import blob, textured
+from tests.meshes import blob, glb_with_texture, textured
 from tests.pictures import bomb_png, disk_png, eps, write_job
 
 PNG = disk_png()
@@ -224,6 +224,25 @@ def test_decompression_bomb_is_rejected_before_decoding(ingester: Ingester) -> N
     assert "too large to decode safely" in reason and "400000000 pixels" in reason
 
 
+def test_glb_whose_texture_is_a_decompression_bomb_is_rejected(ingester: Ingester) -> None:
+    doc = {"task": "convert", "mesh": "m.glb"}
+    glb = glb_with_texture(bomb_png(30000, 30000))
+    reason = rejected_reason(ingester, write_job(inbox(ingester), "x.json", doc, m__glb=glb))
+    assert reason.startswith("image 0 of m.glb (in its bufferView ")
+    assert reason.endswith(
+        ") is too large to decode safely: Image size (900000000 pixels); the limit is"
+        " 40,000,000 pixels"
+    )
+
+
+def test_glb_whose_texture_is_truncated_is_rejected(ingester: Ingester) -> None:
+    doc = {"task": "convert", "mesh": "m.glb"}
+    glb = glb_with_texture(PNG[: len(PNG) // 2])
+    reason = rejected_reason(ingester, write_job(inbox(ingester), "x.json", doc, m__glb=glb))
+    assert reason.startswith("image 0 of m.glb (in its bufferView ")
+    assert reason.endswith(") is damaged or truncated: image file is truncated")
+
+
 def test_mesh_texture_is_held_to_the_configured_picture_pixel_limit(
     sqlite_settings: Settings,
 ) -> None:
@@ -232,7 +251,9 @@ def test_mesh_texture_is_held_to_the_configured_picture_pixel_limit(
     doc = {"task": "convert", "mesh": "m.glb"}
     glb = export_mesh(textured(blob(1), size=96), "glb")["mesh.glb"]
     reason = rejected_reason(ingester, write_job(inbox(ingester), "x.json", doc, m__glb=glb))
-    assert reason.endswith("a texture is 96 x 96 = 9,216 pixels; the limit is 9,000")
+    assert reason.endswith(
+        ") is 96 x 96 = 9,216 pixels; the limit is 9,000 pixels and 16384 per side"
+    )
 
 
 def test_data_uri_picture_is_accepted(ingester: Ingester) -> None:
