@@ -388,6 +388,7 @@ class Ingester:
                 inputs["mesh"],
                 max_bytes=limits.max_mesh_bytes,
                 max_faces=limits.max_mesh_faces,
+                max_pixels=limits.max_picture_pixels,
                 what=f"mesh {_short(spec.mesh)!r}",
             )
         return inputs

@@ -411,7 +411,8 @@ class Runner:
             images=[read_uri(u, limits.max_picture_bytes, what="image") for u in images],
             image_names=[display_name(u) for u in images],
             mesh=read_mesh(mesh_uri, max_bytes=limits.max_mesh_bytes,
-                           max_faces=limits.max_mesh_faces) if mesh_uri else None,
+                           max_faces=limits.max_mesh_faces,
+                           max_pixels=limits.max_picture_pixels) if mesh_uri else None,
             mesh_name=display_name(mesh_uri) if mesh_uri else None,
         )  # fmt: skip
 

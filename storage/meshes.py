@@ -9,6 +9,11 @@ A job's ``mesh`` is a file a stranger wrote. Three things can go wrong with it:
   ``resolve`` reads it, and trimesh only ever sees our resolver, never the file system.
   trimesh swallows a failed texture or ``.mtl`` read, so the resolver remembers the
   first failure and ``load_mesh`` raises it once loading is over;
+- its textures are not pictures we open: PostScript, a decompression bomb, a truncated
+  PNG. trimesh decodes textures itself (with no allow-list, and dropping any that fail,
+  silently), so every texture's bytes are checked before trimesh gets them: the ones a
+  glTF's ``images`` hold by ``storage.textures``, every other file the resolver serves
+  that the mesh does not name as a buffer or ``.mtl``, whatever its suffix;
 - its numbers lie: face indices past the vertex list, NaN coordinates, a face count far
   over the limit (possibly through a glTF node graph instancing one mesh many times).
   Meshes are loaded with ``process=False``, checked as trimesh parsed them, and counted
@@ -29,14 +34,15 @@ import posixpath
 import re
 import struct
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, unquote_to_bytes
 
 import numpy as np
 
 from storage.errors import InputError, TransientError
-from storage.pictures import DEFAULT_MAX_PIXELS, probe
+from storage.pictures import DEFAULT_MAX_PIXELS, RASTER_FORMATS, not_raster
+from storage.textures import TextureCheck, check_gltf_images
 
 if TYPE_CHECKING:
     import trimesh
@@ -44,7 +50,6 @@ if TYPE_CHECKING:
 
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl")
 EXPORT_FORMATS = ("glb", "obj", "ply", "stl")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tga", ".tif", ".tiff", ".webp", ".gif")
 
 # Where trimesh's SimpleMaterial and PBRMaterial keep their pictures.
 TEXTURE_ATTRIBUTES = (
@@ -110,22 +115,50 @@ def _data_uri(uri: str, owner: str) -> bytes:
         raise InputError(f"{owner} holds a data: URI that does not decode: {exc}") from None
 
 
-def _make_resolver(owner: str, resolve: Resolve | None, percent_encoded: bool) -> Any:
+def _make_resolver(
+    owner: str,
+    resolve: Resolve | None,
+    percent_encoded: bool,
+    *,
+    data_files: Collection[str],
+    texture: TextureCheck,
+) -> Any:
     """A trimesh Resolver that vets names, reads through ``resolve`` and remembers why a
-    read failed (trimesh logs and ignores a missing texture or ``.mtl``)."""
+    read failed (trimesh logs and ignores a missing texture or ``.mtl``).
+
+    Every file it serves is a texture, and checked as one, unless the mesh names it in
+    ``data_files`` (its buffers, its ``.mtl``): trimesh asks for nothing else, and a
+    texture's suffix says nothing about what it holds. Reads are kept, so a file read by
+    ``load_mesh``'s own checks and again by trimesh is fetched (and counted) once.
+    """
     from trimesh.resolvers import Resolver
 
     class _Vetted(Resolver):
         def __init__(self) -> None:
             self.failure: BaseException | None = None
+            self._read: dict[str, bytes] = {}
 
         def get(self, key: str) -> bytes:
             try:
-                return self._get(str(key))
+                ref = str(key)
+                data = self.fetch(ref)
+                if ref not in data_files:
+                    texture(data, f"{self._label(ref)} (a texture of {owner})")
+                return data
             except BaseException as exc:
                 if self.failure is None:
                     self.failure = exc
                 raise
+
+        def fetch(self, ref: str) -> bytes:
+            if ref not in self._read:
+                self._read[ref] = self._get(ref)
+            return self._read[ref]
+
+        def _label(self, ref: str) -> str:
+            if ref[:5].lower() == "data:":
+                return "a data: URI"
+            return safe_reference(ref, owner=owner, percent_encoded=percent_encoded)
 
         def _get(self, ref: str) -> bytes:
             if ref[:5].lower() == "data:":
@@ -143,8 +176,6 @@ def _make_resolver(owner: str, resolve: Resolve | None, percent_encoded: bool) -
                 raise InputError(
                     f"{owner} refers to {ref!r}, which could not be read: {_short(exc)}"
                 ) from None
-            if name.lower().endswith(IMAGE_SUFFIXES):
-                probe(data, name=f"{name} (a texture of {owner})")
             return data
 
         def write(self, name: str, data: Any) -> None:
@@ -174,14 +205,19 @@ def mesh_suffix(name: str) -> str:
 
 
 def load_mesh(
-    data: bytes, name: str, *, max_faces: int, resolve: Resolve | None = None
+    data: bytes,
+    name: str,
+    *,
+    max_faces: int,
+    resolve: Resolve | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> trimesh.Trimesh:
     """One checked Trimesh from a mesh file's bytes; a scene is flattened (its node
     transforms applied, visuals kept where trimesh can concatenate them).
 
     ``resolve(relative_name)`` reads the files the mesh refers to, named relative to the
     mesh's own folder; it enforces the caller's confinement and byte limits. Without it,
-    a mesh that refers to other files is refused.
+    a mesh that refers to other files is refused. ``max_pixels`` limits each texture.
     """
     import trimesh
 
@@ -196,7 +232,16 @@ def load_mesh(
         _check_stl_header(data, name, max_faces)
     elif fmt == "gltf":
         _check_gltf_json(data, name)
-    resolver = _make_resolver(name, resolve, percent_encoded=fmt in ("gltf", "glb"))
+    texture = TextureCheck(max_pixels)
+    resolver = _make_resolver(
+        name,
+        resolve,
+        percent_encoded=fmt in ("gltf", "glb"),
+        data_files=_data_files(data, fmt),
+        texture=texture,
+    )
+    if fmt in ("gltf", "glb"):
+        check_gltf_images(data, fmt, name, resolver.fetch, texture)
     try:
         scene = trimesh.load_scene(
             io.BytesIO(data), file_type=fmt, resolver=resolver, process=False
@@ -207,7 +252,25 @@ def load_mesh(
         _raise_reference_failure(resolver.failure, name)
         raise InputError(f"{name} is not a readable {fmt.upper()} file: {_short(exc)}") from None
     _raise_reference_failure(resolver.failure, name)
-    return _flatten(scene, name, fmt, max_faces)
+    return _flatten(scene, name, fmt, max_faces, max_pixels)
+
+
+def _data_files(data: bytes, fmt: str) -> set[str]:
+    """The references the mesh makes to files that are not textures, spelt as trimesh
+    will ask the resolver for them: a glTF's buffer URIs, the ``.mtl`` an OBJ names
+    (trimesh reads only the first ``mtllib``, all the rest of its line)."""
+    if fmt == "obj":
+        text = _obj_text(data)
+        at = text.find("mtllib")
+        return {text[at + 6 : text.find("\n", at)].strip()} if at >= 0 else set()
+    if fmt not in ("gltf", "glb"):
+        return set()
+    try:
+        head = data[20 : 20 + struct.unpack("<I", data[12:16])[0]] if fmt == "glb" else data
+        buffers = json.loads(head).get("buffers", [])
+        return {b["uri"] for b in buffers if isinstance(b.get("uri"), str)}
+    except (ValueError, AttributeError, TypeError, struct.error):
+        return set()  # then nothing is spared the texture check; the parse fails later
 
 
 def _raise_reference_failure(failure: BaseException | None, name: str) -> None:
@@ -223,7 +286,9 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-def _flatten(scene: trimesh.Scene, name: str, fmt: str, max_faces: int) -> trimesh.Trimesh:
+def _flatten(
+    scene: trimesh.Scene, name: str, fmt: str, max_faces: int, max_pixels: int
+) -> trimesh.Trimesh:
     import trimesh
 
     geoms = scene.geometry
@@ -248,7 +313,7 @@ def _flatten(scene: trimesh.Scene, name: str, fmt: str, max_faces: int) -> trime
     if total > max_faces:
         raise InputError(f"{name} has {total:,} faces; the limit is {max_faces:,}")
     for mesh in meshes.values():
-        _check_textures(mesh, name)
+        _check_textures(mesh, name, max_pixels)
     transform = scene.graph[scene.graph.nodes_geometry[0]][0]
     if len(uses) == 1 and uses[0] in meshes and np.allclose(transform, np.eye(4)):
         out = meshes[uses[0]]  # nothing to move or join: skip the copies
@@ -281,9 +346,11 @@ def _check_arrays(mesh: trimesh.Trimesh, where: str) -> None:
         )
 
 
-def _check_textures(mesh: trimesh.Trimesh, name: str) -> None:
-    """Decode every texture now: a bomb or a truncated image fails the job at ingest,
-    not an adapter halfway through."""
+def _check_textures(mesh: trimesh.Trimesh, name: str, max_pixels: int) -> None:
+    """Decode every texture trimesh holds now: a bomb or a truncated image fails the job
+    at ingest, not an adapter halfway through. Their bytes were checked before trimesh
+    read them; this is the second line, in case trimesh found an image we did not: its
+    format is checked before a pixel is decoded."""
     from PIL import Image
 
     material = getattr(mesh.visual, "material", None)
@@ -293,11 +360,12 @@ def _check_textures(mesh: trimesh.Trimesh, name: str) -> None:
         value = getattr(material, attr, None)
         if not isinstance(value, Image.Image):
             continue
+        if value.format is not None and value.format not in RASTER_FORMATS:
+            raise not_raster(value.format, f"{name}: a texture ({attr})")
         w, h = value.size
-        if w * h > DEFAULT_MAX_PIXELS:
+        if w * h > max_pixels:
             raise InputError(
-                f"{name}: a texture is {w} x {h} = {w * h:,} pixels; the limit is"
-                f" {DEFAULT_MAX_PIXELS:,}"
+                f"{name}: a texture is {w} x {h} = {w * h:,} pixels; the limit is {max_pixels:,}"
             )
         try:
             value.load()
@@ -312,8 +380,7 @@ def _check_obj_text(data: bytes, name: str, max_faces: int) -> None:
     Lines are found the way trimesh's parser finds them ("\\nv ", "\\nf "), so the
     counts are the ones it will index into.
     """
-    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\\\n", "")
-    text = "\n" + text.strip() + "\n"
+    text = _obj_text(data)
     counts = {kind: text.count(f"\n{kind} ") for kind in ("v", "vt", "vn")}
     lines = [chunk.split("\n", 1)[0].split("#", 1)[0] for chunk in text.split("\nf ")[1:]]
     corners = " ".join(lines).split()
@@ -331,6 +398,12 @@ def _check_obj_text(data: bytes, name: str, max_faces: int) -> None:
                 f" {int(used[bad][0])}, but the file has {n} {kind} entries (valid: 1 to {n},"
                 f" or -1 to -{n})"
             )
+
+
+def _obj_text(data: bytes) -> str:
+    """An OBJ's text as trimesh's parser prepares it before it searches it."""
+    text = "\n" + data.decode("utf-8", errors="replace").strip().replace("\r\n", "\n") + "\n"
+    return text.replace("\\\n", "")
 
 
 def _obj_corner_columns(corners: list[str]) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlparse
 
 from storage.errors import InputError
 from storage.local import confined, read_limited
+from storage.pictures import DEFAULT_MAX_PIXELS
 
 
 def decode_data_uri(ref: str, limit: int, what: str) -> bytes:
@@ -52,12 +53,15 @@ def read_mesh(
     *,
     max_bytes: int,
     max_faces: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     what: str = "mesh",
     expect_sha256: str | None = None,
 ) -> Any:
     """A mesh input as one checked ``trimesh.Trimesh``; with ``expect_sha256`` (the
     digest taken at ingest), an InputError if any file of it changed since."""
-    mesh, digest = read_mesh_digest(uri, max_bytes=max_bytes, max_faces=max_faces, what=what)
+    mesh, digest = read_mesh_digest(
+        uri, max_bytes=max_bytes, max_faces=max_faces, max_pixels=max_pixels, what=what
+    )
     if expect_sha256 is not None and digest != expect_sha256:
         raise InputError(
             f"{what} {display_name(uri)!r} (or a file it refers to) changed after the job was"
@@ -67,12 +71,17 @@ def read_mesh(
 
 
 def read_mesh_digest(
-    uri: str, *, max_bytes: int, max_faces: int, what: str = "mesh"
+    uri: str,
+    *,
+    max_bytes: int,
+    max_faces: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    what: str = "mesh",
 ) -> tuple[Any, str]:
     """A mesh input as one checked ``trimesh.Trimesh``, and a sha256 of every byte read
     for it (the mesh file, then each file it refers to, by name). The files a .gltf or
     .obj refers to are read from the mesh's own folder (never outside it), and all of
-    them together stay under ``max_bytes``."""
+    them together stay under ``max_bytes``; each texture stays under ``max_pixels``."""
     from storage import objects
     from storage.meshes import load_mesh
 
@@ -104,7 +113,9 @@ def read_mesh_digest(
             data = read_limited(path, max(budget[0], 0), what=f"{what} file {name!r}")
             return take(data, name)
 
-    mesh = load_mesh(main, display_name(uri), max_faces=max_faces, resolve=resolve)
+    mesh = load_mesh(
+        main, display_name(uri), max_faces=max_faces, resolve=resolve, max_pixels=max_pixels
+    )
     return mesh, digest.hexdigest()
 
 

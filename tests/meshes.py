@@ -3,6 +3,9 @@ DESIGN.md (+Y up, front to +Z, centred at the origin, longest side 1)."""
 
 from __future__ import annotations
 
+import json
+import struct
+
 import numpy as np
 import trimesh
 from trimesh.creation import box, capsule, icosphere
@@ -154,3 +157,54 @@ def smooth_figure(blend: float = 0.08, resolution: int = 120) -> trimesh.Trimesh
     if mesh.volume < 0:
         mesh.invert()
     return _normalised(mesh)
+
+
+def textured_quad(size: int = 16) -> trimesh.Trimesh:
+    """Two triangles with UVs and a ``size`` square picture (a red-green ramp) on them."""
+    from PIL import Image
+
+    ramp = np.zeros((size, size, 3), dtype=np.uint8)
+    ramp[..., 0] = np.linspace(0, 255, size)[None, :]
+    ramp[..., 1] = np.linspace(0, 255, size)[:, None]
+    uv = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=float)
+    visual = trimesh.visual.TextureVisuals(uv=uv, image=Image.fromarray(ramp))
+    vertices = np.array([[-0.5, -0.5, 0], [0.5, -0.5, 0], [0.5, 0.5, 0], [-0.5, 0.5, 0]])
+    return trimesh.Trimesh(vertices, [[0, 1, 2], [0, 2, 3]], visual=visual, process=False)
+
+
+def glb_parts(glb: bytes) -> tuple[dict, bytes]:
+    """A GLB's JSON and BIN chunk (as trimesh writes it: JSON first, then BIN)."""
+    json_length = struct.unpack("<I", glb[12:16])[0]
+    doc = json.loads(glb[20 : 20 + json_length])
+    bin_length = struct.unpack("<I", glb[20 + json_length : 24 + json_length])[0]
+    return doc, glb[28 + json_length : 28 + json_length + bin_length]
+
+
+def glb_of(doc: dict, *chunks: tuple[bytes, bytes]) -> bytes:
+    """A GLB of ``doc`` and the chunks after it, given as (type, data): (b"BIN\\0", ...)."""
+    body = b""
+    for kind, data in [(b"JSON", json.dumps(doc).encode()), *chunks]:
+        data += (b" " if kind == b"JSON" else b"\0") * (-len(data) % 4)
+        body += struct.pack("<I", len(data)) + kind + data
+    return b"glTF" + struct.pack("<II", 2, 12 + len(body)) + body
+
+
+def glb_with_texture(picture: bytes) -> bytes:
+    """The textured quad's GLB with its embedded picture's bytes replaced by ``picture``:
+    the new bytes go at the end of the BIN chunk and the image's bufferView points there."""
+    doc, binary = glb_parts(bytes(textured_quad().export(file_type="glb")))
+    binary += b"\0" * (-len(binary) % 4)
+    view = doc["bufferViews"][doc["images"][0]["bufferView"]]
+    view.update(byteOffset=len(binary), byteLength=len(picture))
+    binary += picture
+    doc["buffers"][0]["byteLength"] = len(binary)
+    return glb_of(doc, (b"BIN\0", binary))
+
+
+def gltf_with_texture_uri(uri: str) -> dict[str, bytes]:
+    """The textured quad as a .gltf and its buffer file, its image at ``uri`` (a file
+    beside it or a data: URI) instead of in the buffer."""
+    doc, binary = glb_parts(bytes(textured_quad().export(file_type="glb")))
+    doc["images"][0] = {"uri": uri}
+    doc["buffers"][0]["uri"] = "quad.bin"
+    return {"quad.gltf": json.dumps(doc).encode(), "quad.bin": binary}

@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 
@@ -22,6 +23,13 @@ def disk_png(size: int = 96, *, background: tuple[int, ...] | None = None) -> by
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def grey_disk(size: int = 96, *, disk: float, background: float, dtype: type) -> np.ndarray:
+    """A bright disk on a dark ground, as one band of ``dtype`` (e.g. np.uint16)."""
+    yy, xx = np.mgrid[:size, :size]
+    inside = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size * 0.3) ** 2
+    return np.where(inside, disk, background).astype(dtype)
 
 
 def blank_png(size: int = 64, *, transparent: bool) -> bytes:
@@ -45,6 +53,18 @@ def bomb_png(width: int = 20000, height: int = 20000) -> bytes:
         + chunk(b"IHDR", ihdr)
         + chunk(b"IDAT", zlib.compress(b"\0" * 64))
         + chunk(b"IEND", b"")
+    )
+
+
+def eps() -> bytes:
+    """A real (tiny) Encapsulated PostScript file: a program Ghostscript would run."""
+    return (
+        b"%!PS-Adobe-3.0 EPSF-3.0\n"
+        b"%%BoundingBox: 0 0 32 32\n"
+        b"%%EndComments\n"
+        b"newpath 4 4 moveto 28 28 lineto 4 28 lineto closepath fill\n"
+        b"showpage\n"
+        b"%%EOF\n"
     )
 
 

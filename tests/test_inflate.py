@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from adapters.base import InputError, Item, Result
 from adapters.builtin_inflate import InflateAdapter, InflateParams, foreground_mask, inflate_mesh
 from runner.preview import render, silhouette
+from tests.pictures import grey_disk
 from tests.shapes import SHAPES, picture
 
 
@@ -241,6 +242,20 @@ def test_one_bad_item_does_not_spoil_the_batch() -> None:
     assert isinstance(out[1], InputError) and "transparent" in str(out[1])
     assert isinstance(out[2], InputError) and "x.png" in str(out[2])
     assert out[0].mesh.is_watertight and len(out[3].mesh.faces) < len(out[0].mesh.faces)
+
+
+def test_sixteen_bit_greyscale_photo_makes_a_mesh() -> None:
+    # Its black (1500 of 65535) is the border colour; clipped to 8 bits it was white, as
+    # white as the disk, and the picture had "no foreground".
+    disk = grey_disk(disk=50_000, background=1_500, dtype=np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(disk).save(buf, format="PNG")
+    assert Image.open(buf).mode == "I;16"
+    item = Item(job_id=1, task="mesh", params={}, images=[buf.getvalue()], image_names=["d.png"])
+    (res,) = InflateAdapter("builtin-inflate").run_batch([item])
+    assert isinstance(res, Result), res
+    assert res.mesh.is_watertight
+    assert res.info["mask_px"] == pytest.approx((disk > 1_500).sum(), rel=0.05)
 
 
 def test_result_info_reports_the_mask_the_grid_and_the_time() -> None:

@@ -14,16 +14,22 @@ from db import queue
 from db.engine import Database, create
 from db.migrate import upgrade
 from ingest.ingester import Ingester, IngestResult, is_job_file
-from tests.pictures import bomb_png, disk_png, write_job
+from storage.meshes import export_mesh
+from tests.meshes import blob, glb_with_texture, textured
+from tests.pictures import bomb_png, disk_png, eps, write_job
 
 PNG = disk_png()
 
 
+def make_ingester(settings: Settings) -> Ingester:
+    db = Database(create(settings.database_url))
+    upgrade(db)
+    return Ingester(settings, db)
+
+
 @pytest.fixture
 def ingester(sqlite_settings: Settings) -> Ingester:
-    db = Database(create(sqlite_settings.database_url))
-    upgrade(db)
-    return Ingester(sqlite_settings, db)
+    return make_ingester(sqlite_settings)
 
 
 def inbox(ing: Ingester) -> Path:
@@ -197,6 +203,14 @@ def test_not_a_picture_is_rejected(ingester: Ingester) -> None:
     assert "not a picture" in rejected_reason(ingester, path)
 
 
+def test_postscript_named_png_is_rejected_as_not_a_raster_format(ingester: Ingester) -> None:
+    path = write_job(inbox(ingester), "x.json", {"task": "mesh", "image": "x.png"}, x__png=eps())
+    assert rejected_reason(ingester, path) == (
+        "image 'x.png' is EPS, not one of the raster formats PNG, JPEG, MPO, WEBP, BMP, TIFF,"
+        " GIF, TGA"
+    )
+
+
 def test_zero_byte_picture_is_rejected(ingester: Ingester) -> None:
     path = write_job(inbox(ingester), "x.json", {"task": "mesh", "image": "a.png"}, a__png=b"")
     assert "empty (0 bytes)" in rejected_reason(ingester, path)
@@ -208,6 +222,38 @@ def test_decompression_bomb_is_rejected_before_decoding(ingester: Ingester) -> N
     )
     reason = rejected_reason(ingester, path)
     assert "too large to decode safely" in reason and "400000000 pixels" in reason
+
+
+def test_glb_whose_texture_is_a_decompression_bomb_is_rejected(ingester: Ingester) -> None:
+    doc = {"task": "convert", "mesh": "m.glb"}
+    glb = glb_with_texture(bomb_png(30000, 30000))
+    reason = rejected_reason(ingester, write_job(inbox(ingester), "x.json", doc, m__glb=glb))
+    assert reason.startswith("image 0 of m.glb (in its bufferView ")
+    assert reason.endswith(
+        ") is too large to decode safely: Image size (900000000 pixels); the limit is"
+        " 40,000,000 pixels"
+    )
+
+
+def test_glb_whose_texture_is_truncated_is_rejected(ingester: Ingester) -> None:
+    doc = {"task": "convert", "mesh": "m.glb"}
+    glb = glb_with_texture(PNG[: len(PNG) // 2])
+    reason = rejected_reason(ingester, write_job(inbox(ingester), "x.json", doc, m__glb=glb))
+    assert reason.startswith("image 0 of m.glb (in its bufferView ")
+    assert reason.endswith(") is damaged or truncated: image file is truncated")
+
+
+def test_mesh_texture_is_held_to_the_configured_picture_pixel_limit(
+    sqlite_settings: Settings,
+) -> None:
+    limits = sqlite_settings.limits.model_copy(update={"max_picture_pixels": 9000})
+    ingester = make_ingester(sqlite_settings.model_copy(update={"limits": limits}))
+    doc = {"task": "convert", "mesh": "m.glb"}
+    glb = export_mesh(textured(blob(1), size=96), "glb")["mesh.glb"]
+    reason = rejected_reason(ingester, write_job(inbox(ingester), "x.json", doc, m__glb=glb))
+    assert reason.endswith(
+        ") is 96 x 96 = 9,216 pixels; the limit is 9,000 pixels and 16384 per side"
+    )
 
 
 def test_data_uri_picture_is_accepted(ingester: Ingester) -> None:

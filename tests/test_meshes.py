@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 import trimesh
+from PIL import Image
 
 from storage.errors import InputError
 from storage.meshes import MESH_SUFFIXES, export_mesh, load_mesh
-from tests.meshes import blob, surface_colour, textured
-from tests.pictures import bomb_png
+from storage.textures import gltf_images
+from tests.meshes import (
+    blob,
+    glb_of,
+    glb_parts,
+    glb_with_texture,
+    gltf_with_texture_uri,
+    surface_colour,
+    textured,
+    textured_quad,
+)
+from tests.pictures import bomb_png, disk_png, eps
 
 LIMIT = 1_000_000
+PNG = disk_png(32)
+NOT_RASTER = "not one of the raster formats PNG, JPEG, MPO, WEBP, BMP, TIFF, GIF, TGA"
+IN_GLB = r"^image 0 of m\.glb \(in its bufferView \d+\)"  # the number is trimesh's layout
 TRIANGLE = "v 0 0 0\nv 1 0 0\nv 0 1 0\n"
 PLY_HEAD = (
     "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
@@ -188,13 +205,15 @@ def test_obj_texture_reference_outside_the_folder_is_rejected() -> None:
         load_mesh(obj, "a.obj", max_faces=LIMIT, resolve=folder({"skin.mtl": mtl}))
 
 
-def test_glb_texture_is_decoded_and_size_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_glb_texture_is_held_to_the_given_pixel_limit() -> None:
     data = export_mesh(textured(blob(1), size=32), "glb")["mesh.glb"]
-    back = load_mesh(data, "mesh.glb", max_faces=LIMIT)
-    assert back.visual.material.baseColorTexture.size == (32, 32)
-    monkeypatch.setattr("storage.meshes.DEFAULT_MAX_PIXELS", 1000)
-    with pytest.raises(InputError, match="a texture is 32 x 32 = 1,024 pixels; the limit is 1,000"):
-        load_mesh(data, "mesh.glb", max_faces=LIMIT)
+    assert load_mesh(data, "mesh.glb", max_faces=LIMIT).visual.material.baseColorTexture
+    with pytest.raises(
+        InputError,
+        match=r"^image 0 of mesh.glb \(in its bufferView \d+\) is 32 x 32 = 1,024 pixels; the"
+        " limit is 1,000 pixels",
+    ):
+        load_mesh(data, "mesh.glb", max_faces=LIMIT, max_pixels=1000)
 
 
 def test_obj_texture_that_is_a_decompression_bomb_is_rejected() -> None:
@@ -203,6 +222,102 @@ def test_obj_texture_that_is_a_decompression_bomb_is_rejected() -> None:
     files = {"skin.mtl": mtl, "skin.png": bomb_png()}
     with pytest.raises(InputError, match="skin.png .*too large|skin.png .*pixels"):
         load_mesh(obj, "a.obj", max_faces=LIMIT, resolve=folder(files))
+
+
+# ---------------------------------------------------------------------------- textures
+# trimesh decodes textures itself and drops one that fails, silently: each of these must
+# be refused, with the image named, before trimesh sees its bytes.
+
+
+def test_textured_glb_loads_with_its_texture() -> None:
+    back = load_mesh(glb_with_texture(PNG), "m.glb", max_faces=LIMIT)
+    texture = back.visual.material.baseColorTexture
+    assert texture.size == (32, 32) and texture.format == "PNG"
+
+
+def test_glb_texture_that_is_a_decompression_bomb_is_rejected_naming_the_image() -> None:
+    reason = r" is too large to decode safely: Image size \(900000000 pixels\); the limit is"
+    with pytest.raises(InputError, match=IN_GLB + reason + " 40,000,000 pixels$"):
+        load_mesh(glb_with_texture(bomb_png(30000, 30000)), "m.glb", max_faces=LIMIT)
+
+
+def test_glb_texture_cut_short_in_its_header_is_rejected_not_dropped() -> None:
+    with pytest.raises(InputError, match=IN_GLB + " starts like a PNG file, but its header is"):
+        load_mesh(glb_with_texture(PNG[:30]), "m.glb", max_faces=LIMIT)
+
+
+def test_glb_texture_with_truncated_pixels_is_rejected_naming_the_image() -> None:
+    with pytest.raises(InputError, match=IN_GLB + " is damaged or truncated: image file is"):
+        load_mesh(glb_with_texture(PNG[: len(PNG) // 2]), "m.glb", max_faces=LIMIT)
+
+
+def test_glb_texture_that_is_postscript_is_refused_before_ghostscript() -> None:
+    with pytest.raises(InputError, match=f"{IN_GLB} is EPS, {NOT_RASTER}$"):
+        load_mesh(glb_with_texture(eps()), "m.glb", max_faces=LIMIT)
+
+
+def test_gltf_data_uri_texture_that_is_a_decompression_bomb_is_rejected() -> None:
+    uri = "data:image/png;base64," + base64.b64encode(bomb_png(30000, 30000)).decode()
+    files = gltf_with_texture_uri(uri)
+    with pytest.raises(InputError, match=r"^image 0 of quad.gltf \(a data: URI\) is too large"):
+        load_mesh(files["quad.gltf"], "quad.gltf", max_faces=LIMIT, resolve=files.get)
+
+
+def test_gltf_texture_file_is_checked_for_what_it_holds_not_its_name() -> None:
+    files = {**gltf_with_texture_uri("tex.png"), "tex.png": eps()}
+    with pytest.raises(InputError) as err:
+        load_mesh(files["quad.gltf"], "quad.gltf", max_faces=LIMIT, resolve=files.get)
+    assert str(err.value) == f"image 0 of quad.gltf ('tex.png') is EPS, {NOT_RASTER}"
+
+
+def test_obj_texture_is_checked_whatever_its_suffix() -> None:
+    mtl = b"newmtl skin\nmap_Kd skin.dat\n"
+    obj = ("mtllib skin.mtl\n" + TRIANGLE + "vt 0 0\nusemtl skin\nf 1/1 2/1 3/1\n").encode()
+    files = {"skin.mtl": mtl, "skin.dat": eps()}
+    with pytest.raises(InputError) as err:
+        load_mesh(obj, "a.obj", max_faces=LIMIT, resolve=folder(files))
+    assert str(err.value) == f"skin.dat (a texture of a.obj) is EPS, {NOT_RASTER}"
+
+
+def _odd_glb(layout: str) -> bytes:
+    """The textured quad's GLB laid out in a way the glTF spec allows or trimesh tolerates."""
+    doc, binary = glb_parts(bytes(textured_quad().export(file_type="glb")))
+    inline = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    if layout == "an unknown chunk before BIN":
+        return glb_of(doc, (b"XTRA", b"junk"), (b"BIN\0", binary))
+    if layout == "a second BIN chunk":
+        doc["bufferViews"].append({"buffer": 1, "byteLength": len(PNG)})
+        doc["images"].append({"bufferView": len(doc["bufferViews"]) - 1})
+        return glb_of(doc, (b"BIN\0", binary), (b"BIN\0", PNG))
+    if layout == "a bufferView and a uri":
+        doc["images"][0]["uri"] = inline
+    if layout == "base64 in the middle of a uri":
+        doc["images"][0] = {"uri": "tex.png#" + inline.split(";", 1)[1]}
+    return glb_of(doc, (b"BIN\0", binary))
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "an unknown chunk before BIN",
+        "a second BIN chunk",
+        "a bufferView and a uri",
+        "base64 in the middle of a uri",
+    ],
+)
+def test_glb_images_are_checked_as_the_bytes_trimesh_decodes(
+    layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    glb, opened = _odd_glb(layout), []
+    pillow_open = Image.open
+
+    def spy(fp: Any, *args: Any, **kwargs: Any) -> Image.Image:
+        opened.append(fp.getvalue())
+        return pillow_open(io.BytesIO(opened[-1]), *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", spy)
+    trimesh.load_scene(io.BytesIO(glb), file_type="glb", process=False)
+    assert opened == [data for _, data in gltf_images(glb, "glb", "m.glb", never)]
 
 
 # ---------------------------------------------------------------------------- malformed
