@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +38,9 @@ class _Section(BaseModel):
 
 
 class IngestSettings(_Section):
+    # Where file events come from: the kernel's inotify read directly (Linux), watchdog
+    # (any system), or "auto": inotify where there is one.
+    watcher: Literal["auto", "inotify", "watchdog"] = "auto"
     rescan_interval_s: float = Field(5.0, gt=0)
     missing_input_grace_s: float = Field(5.0, ge=0)
     settle_s: float = Field(1.0, ge=0)

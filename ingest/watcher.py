@@ -1,18 +1,21 @@
-"""The drop-folder watcher: watchdog events, a scan at start-up, and a periodic rescan.
+"""The drop-folder watcher: file events, a scan at start-up, and a periodic rescan.
 
-Events make ingestion prompt; the scans make it complete. inotify drops events when
-its queue overflows (a 20,000-file burst overflows the kernel's default queue of
-16,384 events); watchdog reports that, and the watcher rescans at once, but the
-rescan, not the event stream, is the source of truth.
+Events make ingestion prompt; the scans make it complete. The events come from the
+kernel's inotify, read directly (``ingest/inotify.py``: watchdog's handling of renames
+is quadratic in a burst), or from watchdog where there is no inotify (other systems,
+or ``ingest.watcher: watchdog``). inotify drops events when its queue overflows (a
+20,000-file burst overflows the kernel's default queue of 16,384 events); both sources
+report that, and the watcher rescans at once, but the rescan, not the event stream,
+is the source of truth.
 
 A file is read when it is closed after writing or renamed into the inbox, never on
-"created", which fires while the writer is still writing (a file renamed in from
-outside the inbox also arrives as "created": it is read once it is older than the
-settle time). A scan reads a file only once it has been seen unchanged (size,
-modification time, inode) on two looks and was last modified at least
-``ingest.settle_s`` ago, so a slow writer's pause is not taken for the end of its file;
-and a file that does not parse while it is young is looked at again, not rejected
-(``ingest.unfinished_grace_s``).
+"created", which fires while the writer is still writing (a hard link, or under
+watchdog a file renamed in from outside the inbox, also arrives as "created": it is
+read once it is older than the settle time). A scan reads a file only once it has
+been seen unchanged (size, modification time, inode) on two looks and was last
+modified at least ``ingest.settle_s`` ago, so a slow writer's pause is not taken for
+the end of its file; and a file that does not parse while it is young is looked at
+again, not rejected (``ingest.unfinished_grace_s``).
 
 Files that arrive together are read one by one and stored together (see
 ``Ingester.commit``): a burst costs a few statements per few hundred files.
@@ -27,60 +30,116 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy.exc import InterfaceError, OperationalError
-from watchdog.events import (
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
 
+from ingest import inotify
 from ingest.ingester import Ingester, IngestResult, is_job_file
+from ingest.inotify import Event
 from storage.errors import TransientError
 
 log = logging.getLogger("gen3d.ingest")
-_RESCAN = Path("\0rescan")  # sentinels no real event can produce
-_FRESH = "\0created:"
-BATCH = 500  # paths taken from the event queue, then stored in one go
+BATCH = 500  # paths taken from the events, then stored in one go
 # Infrastructure away (the database, the outputs): wait this long, doubling, at most 30 s.
 OUTAGE_S = 0.5
 
 
-class _Handler(FileSystemEventHandler):
-    def __init__(self, inbox: Path, paths: stdqueue.Queue[Path | str | None]) -> None:
-        self.inbox = inbox
-        self.paths = paths
+class _Source(Protocol):
+    def read(self, timeout_s: float) -> list[Event]: ...
+    def wake(self) -> None: ...
+    def rewatch(self) -> None: ...
+    def close(self) -> None: ...
 
-    def _offer(self, raw: str | bytes, *, created: bool = False) -> None:
-        path = Path(os.fsdecode(raw))
+
+class _InotifySource:
+    def __init__(self, root: Path) -> None:
+        self._inotify = inotify.Inotify(str(root))
+
+    def read(self, timeout_s: float) -> list[Event]:
+        return self._inotify.read(timeout_s)
+
+    def wake(self) -> None:
+        self._inotify.wake()
+
+    def rewatch(self) -> None:
+        self._inotify.watch_tree(self._inotify.root)
+
+    def close(self) -> None:
+        self._inotify.close()
+
+
+class _WatchdogSource:
+    """watchdog's observer, for systems without inotify: its events turned into ours."""
+
+    def __init__(self, root: Path) -> None:
+        from watchdog.events import (
+            EventsLostEvent,
+            FileClosedEvent,
+            FileCreatedEvent,
+            FileMovedEvent,
+            FileSystemEvent,
+            FileSystemEventHandler,
+        )
+        from watchdog.observers import Observer
+
+        events: stdqueue.Queue[Event | None] = stdqueue.Queue()
+        self._events = events
+
+        def offer(kind: str, raw: str | bytes) -> None:
+            path = os.fsdecode(raw)
+            rel = os.path.relpath(path, root)
+            if rel.startswith("..") or any(p.startswith(".") for p in rel.split(os.sep)):
+                return  # outside, or .accepted, .rejected, dotfiles
+            events.put(Event(kind, path))
+
+        class Handler(FileSystemEventHandler):
+            def on_closed(self, event: FileSystemEvent) -> None:
+                if not event.is_directory:
+                    offer("ready", event.src_path)
+
+            def on_moved(self, event: FileSystemEvent) -> None:
+                if not event.is_directory:
+                    offer("ready", event.dest_path)
+
+            def on_created(self, event: FileSystemEvent) -> None:
+                if not event.is_directory:
+                    offer("created", event.src_path)
+
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if isinstance(event, EventsLostEvent):
+                    events.put(Event("rescan"))
+
+        self._observer = Observer()
+        # Only the events acted on: inotify then sends no open, read or modify events.
+        self._observer.schedule(
+            Handler(), str(root), recursive=True,
+            event_filter=[FileClosedEvent, FileMovedEvent, FileCreatedEvent, EventsLostEvent],
+        )  # fmt: skip
+        self._observer.start()
+
+    def read(self, timeout_s: float) -> list[Event]:
         try:
-            rel = path.relative_to(self.inbox)
-        except ValueError:
-            return
-        if any(part.startswith(".") for part in rel.parts):  # .accepted, .rejected, dotfiles
-            return
-        self.paths.put(_FRESH + str(path) if created else path)
+            first = self._events.get(timeout=timeout_s)
+        except stdqueue.Empty:
+            return []
+        taken = [first]
+        while len(taken) < BATCH:
+            try:
+                taken.append(self._events.get_nowait())
+            except stdqueue.Empty:
+                break
+        return [e for e in taken if e is not None]
 
-    def on_closed(self, event: FileClosedEvent) -> None:
-        if not event.is_directory:
-            self._offer(event.src_path)
+    def wake(self) -> None:
+        self._events.put(None)
 
-    def on_moved(self, event: DirMovedEvent | FileMovedEvent) -> None:
-        if not event.is_directory:
-            self._offer(event.dest_path)
+    def rewatch(self) -> None:
+        pass  # watchdog adds watches for new folders itself
 
-    def on_created(self, event: FileSystemEvent) -> None:
-        if isinstance(event, FileCreatedEvent):
-            self._offer(event.src_path, created=True)
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type == "events_lost":  # the kernel's queue overflowed
-            log.info("the file system dropped events under %s; scanning it now", self.inbox)
-            self.paths.put(_RESCAN)
+    def close(self) -> None:
+        self._observer.stop()
+        self._observer.join(timeout=5)
 
 
 class InboxWatcher:
@@ -98,71 +157,56 @@ class InboxWatcher:
         self.rescan_interval_s = rescan_interval_s
         self.settle_s = ingester.settings.ingest.settle_s
         self.on_result = on_result
-        self._paths: stdqueue.Queue[Path | str | None] = stdqueue.Queue()
+        kind = ingester.settings.ingest.watcher
+        self.source_kind = "inotify" if kind == "auto" and inotify.available() else kind
+        if self.source_kind == "auto":
+            self.source_kind = "watchdog"
+        self._source: _Source | None = None
         self._deferred: set[Path] = set()  # waiting for an input, or for the rest of itself
         self._fresh: set[Path] = set()  # created (or renamed in from outside), not read yet
         self._looks: dict[Path, tuple[int, int, int]] = {}  # what the last scan saw
         self._stop = threading.Event()
-        self._observer = Observer()
         self._thread = threading.Thread(target=self._loop, name="gen3d-ingest", daemon=True)
         self._outage = 0.0  # seconds to wait before the next try while the database is away
 
     def start(self) -> None:
         self.inbox.mkdir(parents=True, exist_ok=True)
-        self._observer.schedule(_Handler(self.inbox, self._paths), str(self.inbox), recursive=True)
-        self._observer.start()
+        source = _InotifySource if self.source_kind == "inotify" else _WatchdogSource
+        self._source = source(self.inbox)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._paths.put(None)
-        self._observer.stop()
-        self._observer.join(timeout=5)
+        if self._source is not None:
+            self._source.wake()
         self._thread.join(timeout=30)
+        if self._source is not None:
+            self._source.close()
 
     def _loop(self) -> None:
-        # watchdog adds the inotify watch on its own thread after start() returns, so a
-        # file dropped in that instant raises no event: the first scans come soon after
-        # start-up, then on a fixed schedule (a busy event stream must not postpone them),
-        # sooner while a scan saw files it could not read yet.
+        assert self._source is not None
+        # The first scans come at once, then on a fixed schedule (a busy event stream
+        # must not postpone them), sooner while a scan saw files it could not read yet.
         next_scan = time.monotonic()
         while not self._stop.is_set():
-            wait = max(next_scan - time.monotonic(), 0.0)
-            taken = self._take(wait)
-            if taken is None:  # stop() was called
+            events = self._source.read(max(next_scan - time.monotonic(), 0.0))
+            if self._stop.is_set():
                 break
             if self._outage:
                 self._stop.wait(self._outage)
-            if _RESCAN in taken or time.monotonic() >= next_scan:
+            kinds = {e.kind for e in events}
+            if "rescan" in kinds:
+                self._source.rewatch()
+            if kinds & {"rescan", "folder"} or time.monotonic() >= next_scan:
                 unsettled = self._scan()
                 soon = self.settle_s if unsettled or self._fresh else self.rescan_interval_s
                 next_scan = time.monotonic() + min(max(soon, 0.05), self.rescan_interval_s)
-            events = [p for p in taken if isinstance(p, Path) and p is not _RESCAN]
-            created = {Path(p[len(_FRESH) :]) for p in taken if isinstance(p, str)}
-            self._fresh |= created
-            if events or self._fresh:
+            ready = [Path(e.path) for e in events if e.kind == "ready"]
+            self._fresh |= {Path(e.path) for e in events if e.kind == "created"}
+            if ready or self._fresh:
                 # Something arrived: it may be the picture a deferred job file waits for.
                 retry, self._deferred = self._deferred, set()
-                self._ingest([*events, *retry, *self._settled_fresh()])
-
-    def _take(self, wait: float) -> list[Path | str] | None:
-        """The next event (waiting up to ``wait`` s; [] if none came) and every one
-        queued behind it, up to ``BATCH``; None once ``stop`` was called."""
-        try:
-            first = self._paths.get(timeout=wait)
-        except stdqueue.Empty:
-            return []
-        taken: list[Path | str] = []
-        item: Path | str | None = first
-        while item is not None:
-            taken.append(item)
-            if len(taken) >= BATCH:
-                break
-            try:
-                item = self._paths.get_nowait()
-            except stdqueue.Empty:
-                break
-        return None if item is None else taken
+                self._ingest([*ready, *retry, *self._settled_fresh()])
 
     def _settled_fresh(self) -> list[Path]:
         """Created files that nobody writes any more: last modified at least

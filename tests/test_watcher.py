@@ -1,4 +1,5 @@
-"""The drop-folder watcher with real inotify events and rescans."""
+"""The drop-folder watcher with real file events and rescans, with each event source:
+the kernel's inotify read directly, and watchdog (what other systems use)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,14 @@ from ingest.ingester import Ingester, IngestResult
 from ingest.watcher import InboxWatcher
 from tests.pictures import disk_png
 
+SOURCE = "inotify"
+
+
+@pytest.fixture(autouse=True, params=["inotify", "watchdog"])
+def source(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(f"{__name__}.SOURCE", request.param)
+    return str(request.param)
+
 
 @pytest.fixture
 def ingester(sqlite_settings: Settings) -> Ingester:
@@ -29,6 +38,7 @@ def ingester(sqlite_settings: Settings) -> Ingester:
 def _watch(
     ing: Ingester, rescan_s: float
 ) -> tuple[InboxWatcher, list[IngestResult], threading.Event]:
+    ing.settings.ingest.watcher = SOURCE  # type: ignore[assignment]
     results: list[IngestResult] = []
     got = threading.Event()
 
@@ -170,6 +180,25 @@ def test_a_file_renamed_in_from_outside_the_inbox_is_read_without_a_rescan(
         time.sleep(1.5)  # the scans of start-up are over
         os.rename(staging / "a.png", inbox / "a.png")
         os.rename(staging / "a.json", inbox / "a.json")
+        assert _wait(lambda: len(results) == 1, timeout=10)
+        assert [e.state for e in results[0].jobs] == ["queued"]
+    finally:
+        watcher.stop()
+
+
+def test_a_folder_made_after_start_up_is_watched_too(ingester: Ingester) -> None:
+    inbox = ingester.settings.inbox_path
+    inbox.mkdir(parents=True)
+    watcher, results, _ = _watch(ingester, rescan_s=60)  # no rescan: events alone must do it
+    watcher.start()
+    try:
+        time.sleep(1.5)  # the scans of start-up are over
+        (inbox / "batch" / "deeper").mkdir(parents=True)
+        time.sleep(0.3)
+        (inbox / "batch" / "deeper" / "a.png").write_bytes(disk_png())
+        (inbox / "batch" / "deeper" / "a.json").write_text(
+            json.dumps({"task": "mesh", "image": "a.png"})
+        )
         assert _wait(lambda: len(results) == 1, timeout=10)
         assert [e.state for e in results[0].jobs] == ["queued"]
     finally:
