@@ -2,7 +2,7 @@
 
 A job's outputs count only once ``manifest.json`` exists, so a reader that sees the
 manifest sees every artifact it lists, whole. A re-run after a crash rewrites the
-same names in the same folder.
+same names in the same folder; a published (succeeded) manifest is never replaced.
 """
 
 from __future__ import annotations
@@ -137,16 +137,16 @@ def manifest(
 
 
 def write_manifest(folder: str | Path, doc: dict[str, Any]) -> None:
+    """Write the manifest, last. A published result is never replaced, locally as on S3:
+    the first succeeded manifest wins (created only if absent: If-None-Match on S3, a
+    hard link locally) and later ones raise ``AlreadyPublished``. An error manifest may
+    be replaced (on S3 only the version read, If-Match, so two writers cannot both
+    think they replaced it; locally the last writer wins).
+    """
     # orjson: the stdlib encoder falls back to pure Python whenever it indents, and that
     # was a quarter of a no-work job's cost in bench/queue.py.
     data = orjson.dumps(doc, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     uri = objects.join(str(folder), "manifest.json")
-    if not objects.is_s3(uri):
-        objects.write(uri, data)
-        return
-    # On S3 a published result is never replaced: the first succeeded manifest wins
-    # (If-None-Match: *); an error manifest may be replaced, but only the version we read
-    # (If-Match), so two writers cannot both think they replaced it.
     try:
         objects.write(uri, data, if_absent=True, content_type="application/json")
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import secrets
@@ -37,13 +38,8 @@ _TMP_TOKEN = f"{os.getpid()}-{secrets.token_hex(4)}"
 _tmp_seq = itertools.count()
 
 
-def write_atomic(path: Path | str, data: bytes) -> None:
-    """Write ``data`` so readers see the old file or the whole new one, never a part.
-
-    Temp file in the same folder, fsync, rename over, fsync the folder.
-    """
-    target = os.fspath(path)
-    folder, name = os.path.split(target)
+def _write_temp(folder: str, name: str, data: bytes) -> str:
+    """A fsynced temp file holding ``data`` beside ``folder/name``; its path."""
     try:  # a job's folder: its parent exists but for the first write (cheaper than makedirs)
         os.mkdir(folder)
     except FileExistsError:
@@ -60,16 +56,64 @@ def write_atomic(path: Path | str, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    return tmp
+
+
+def _fsync_folder(folder: str) -> None:
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_atomic(path: Path | str, data: bytes) -> None:
+    """Write ``data`` so readers see the old file or the whole new one, never a part.
+
+    Temp file in the same folder, fsync, rename over, fsync the folder.
+    """
+    folder, name = os.path.split(os.fspath(path))
+    tmp = _write_temp(folder, name, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(folder)
+
+
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS}  # what link() says there
+
+
+def write_new(path: Path | str, data: bytes) -> None:
+    """Write ``data`` whole, only if nothing is at ``path``: FileExistsError otherwise.
+
+    The local If-None-Match: the temp file is hard-linked to the name, which the kernel
+    refuses if the name exists (a file, a folder, even a dangling symbolic link), so two
+    writers cannot both create it and nothing is replaced between a check and a write.
+    """
+    folder, name = os.path.split(os.fspath(path))
+    tmp = _write_temp(folder, name, data)
+    try:
+        try:
+            os.link(tmp, path)
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            # A filesystem without hard links (vfat, some network mounts): check, then
+            # rename; two writers racing within that gap can both succeed there.
+            if os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, "File exists", os.fspath(path)) from None
+            os.rename(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    _fsync_folder(folder)
 
 
 def confined(base: Path, relative: str, *, what: str = "path") -> Path:

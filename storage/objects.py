@@ -12,7 +12,6 @@ bucket and key.
 from __future__ import annotations
 
 import io
-import os
 import posixpath
 import threading
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.errors import InputError, TransientError
-from storage.local import read_limited, write_atomic
+from storage.local import read_limited, write_atomic, write_new
 
 MULTIPART_THRESHOLD = 16 * 2**20  # larger artifacts go through boto3's managed multipart
 _TRANSIENT_CODES = {
@@ -187,13 +186,19 @@ def write(uri: str, data: bytes, *, if_absent: bool = False, if_match: str | Non
           content_type: str | None = None) -> None:  # fmt: skip
     """Write the whole object: readers see the old one or the new one, never a part.
 
-    ``if_absent``: only if nothing is there (S3 If-None-Match: *); ``if_match``: only if
-    the object still has this ETag. Either raises ``Conflict`` otherwise.
+    ``if_absent``: only if nothing is there (S3 If-None-Match: *; locally a hard link,
+    which the kernel refuses over an existing name); ``if_match``: only if the object
+    still has this ETag. Either raises ``Conflict`` otherwise. A local file has no
+    version to match: ``if_match`` replaces it whatever it holds now.
     """
     if not is_s3(uri):
-        if if_absent and os.path.exists(uri):
-            raise Conflict(f"writing {uri}: it exists already")
-        write_atomic(uri, data)
+        if not if_absent:
+            write_atomic(uri, data)
+            return
+        try:
+            write_new(uri, data)
+        except FileExistsError:
+            raise Conflict(f"writing {uri}: it exists already") from None
         return
     bucket, key = split(uri)
     extra: dict[str, Any] = {}
