@@ -33,9 +33,8 @@ from runner import gpus, outputs, placement, planner
 from runner.preview import png_bytes, render
 from runner.residency import Residency
 from storage import objects
-from storage.errors import InputError, TransientError
+from storage.errors import InputError, StorageError, TransientError, UnsafeFolder
 from storage.meshes import export_mesh
-from storage.objects import StorageError
 from storage.uris import display_name, read_mesh, read_uri
 
 log = logging.getLogger("gen3d.runner")
@@ -431,10 +430,12 @@ class Runner:
         t0 = time.perf_counter()
         folder = job["outputs_uri"]
         try:
-            if job["attempts"] > 1 and objects.is_s3(folder) and outputs.published(folder):
+            # Before anything is written: a real folder of ours, not another job's.
+            earlier = outputs.check_folder(self.outputs_root, job)
+            if earlier is not None and earlier.get("state") == "succeeded":
                 # An earlier attempt published its result and died before recording it.
                 log.info("job %d: outputs already published at %s; keeping them", job["id"], folder)
-                return _Outcome(job, None, [], _mesh_uri(folder, _published_mesh(folder)))
+                return _Outcome(job, None, [], _mesh_uri(folder, earlier.get("mesh_artifact")))
             files = {a.name: a.data for a in res.artifacts}
             mesh_name = res.mesh_artifact
             if res.mesh is not None and mesh_name is None:
@@ -568,7 +569,11 @@ class Runner:
                 finished_at=datetime.now(UTC),
             )
             try:
-                outputs.write_manifest(job["outputs_uri"], doc)
+                if not isinstance(exc, UnsafeFolder):  # (else its reason says why not)
+                    outputs.check_folder(self.outputs_root, job)
+                    outputs.write_manifest(job["outputs_uri"], doc)
+            except UnsafeFolder as refused:
+                log.warning("job %d: no error manifest written: %s", job["id"], refused)
             except (OSError, TransientError, StorageError, outputs.AlreadyPublished):
                 log.exception("could not write the error manifest of job %d", job["id"])
         elif state == "queued":

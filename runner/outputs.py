@@ -2,12 +2,15 @@
 
 A job's outputs count only once ``manifest.json`` exists, so a reader that sees the
 manifest sees every artifact it lists, whole. A re-run after a crash rewrites the
-same names in the same folder; a published (succeeded) manifest is never replaced.
+same names in the same folder; a published (succeeded) manifest is never replaced, and
+a folder holding another job's manifest is never written into (``check_folder``).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +21,7 @@ import numpy as np
 import orjson
 
 from storage import objects
-from storage.errors import InputError
+from storage.errors import InputError, UnsafeFolder
 
 HOST = platform.node()
 MEDIA_TYPES = {
@@ -46,6 +49,101 @@ class Written:
 
 class AlreadyPublished(Exception):
     """The job's outputs hold a succeeded manifest already (an earlier attempt's)."""
+
+
+class ForeignOutputs(UnsafeFolder):
+    """The job's folder holds another job's manifest: ids restarted (the database was
+    replaced or deleted), and writing would overwrite that job's results."""
+
+
+MANIFEST_LIMIT = 1 << 24
+
+
+def check_folder(root: str, job: dict[str, Any]) -> dict[str, Any] | None:
+    """Make sure the job's folder may be written into, before anything is; returns the
+    manifest an earlier attempt of this very job left there (None: none).
+
+    The folder must be a real directory inside the outputs ``root`` (no symbolic link:
+    ``objects.ensure_folder``) and hold no other job's manifest: ids restart when the
+    database is replaced, and the new job 1 must not overwrite the old job 1's results.
+    A job is known by its id, source (URI, sha256, entry) and the time it was queued.
+    Raises ``UnsafeFolder`` (``ForeignOutputs`` for another job's manifest), with the
+    reason.
+    """
+    folder = job["outputs_uri"]
+    if objects.ensure_folder(root, folder):
+        return None  # made just now: empty
+    data = _manifest_bytes(folder)
+    doc: Any = None
+    if data is not None:
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            doc = "not JSON"
+        if not (isinstance(doc, dict) and _same_job(doc, job)):
+            raise ForeignOutputs(_foreign(folder, doc))
+    return doc
+
+
+def _manifest_bytes(folder: str) -> bytes | None:
+    """The manifest in ``folder`` as it is (None: there is none). A local one is opened
+    without following a symbolic link (b"": something that is not a manifest is there)."""
+    uri = objects.join(folder, "manifest.json")
+    if objects.is_s3(uri):
+        try:
+            return objects.read(uri, MANIFEST_LIMIT, what="manifest")
+        except InputError:  # no such key
+            return None
+    try:
+        fd = os.open(uri, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symbolic link
+            return b""
+        raise
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read(MANIFEST_LIMIT)
+    except IsADirectoryError:
+        return b""
+
+
+def _same_job(doc: dict[str, Any], job: dict[str, Any]) -> bool:
+    source, timings = doc.get("source"), doc.get("timings")
+    if not isinstance(source, dict) or not isinstance(timings, dict):
+        return False
+    entry = job["source_entry"] if job["source_entry"] >= 0 else None
+    return (
+        doc.get("job_id") == job["id"]
+        and source.get("uri") == job["source_uri"]
+        and source.get("sha256") == job["source_sha256"]
+        and source.get("entry") == entry
+        and _instant(timings.get("queued_at")) == job["created_at"]
+    )
+
+
+def _instant(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _foreign(folder: str, doc: Any) -> str:
+    again = "the database may have been replaced; move that folder away, then retry the job"
+    if not isinstance(doc, dict):
+        return (
+            f"outputs folder {folder} holds a manifest.json that is not a job's manifest; {again}"
+        )
+    source: dict[str, Any] = doc["source"] if isinstance(doc.get("source"), dict) else {}
+    timings: dict[str, Any] = doc["timings"] if isinstance(doc.get("timings"), dict) else {}
+    entry = f" entry {source['entry']}" if source.get("entry") is not None else ""
+    return (
+        f"outputs folder {folder} holds the results of another job (job {doc.get('job_id')},"
+        f" {doc.get('state')}, source {source.get('uri')}{entry}, queued"
+        f" {timings.get('queued_at')}); {again}"
+    )
 
 
 def write_artifact(folder: str | Path, name: str, data: bytes) -> Written:

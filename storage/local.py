@@ -1,4 +1,5 @@
-"""Local files: size-limited reads, atomic writes, and confinement of relative paths."""
+"""Local files: size-limited reads, atomic writes, safe output folders, and confinement of
+relative paths."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import errno
 import itertools
 import os
 import secrets
+import stat
 from pathlib import Path
 
-from storage.errors import InputError
+from storage.errors import InputError, UnsafeFolder
 
 
 def read_limited(path: Path, limit: int, *, what: str = "file") -> bytes:
@@ -114,6 +116,66 @@ def write_new(path: Path | str, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     _fsync_folder(folder)
+
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def ensure_real_folder(root: Path | str, folder: Path | str) -> bool:
+    """Make ``folder`` a real directory inside ``root``, creating what is missing; True
+    when this call created it (so it is empty).
+
+    Every part of ``folder`` below ``root`` must be a directory, not a symbolic link:
+    otherwise writes into it could land anywhere (a planted ``outbox/1 -> /elsewhere``).
+    The walk creates each part and then opens it relative to its parent with O_NOFOLLOW,
+    so a link planted at any moment is refused, never followed; ``root`` itself is the
+    admin's choice and may be a link. Raises UnsafeFolder naming what is in the way, or
+    the OSError of the root itself (unreachable, read-only, replaced by a file: storage
+    trouble, not the job's).
+    """
+    base, target = os.fspath(root).rstrip("/") or "/", os.fspath(folder).rstrip("/")
+    rel = os.path.relpath(target, base)
+    parts = rel.split(os.sep)
+    if target != os.path.normpath(target) or rel == "." or ".." in parts:
+        raise UnsafeFolder(f"outputs folder {folder} is not inside the outputs root {root}")
+    try:
+        fd = os.open(base, _DIR)
+    except FileNotFoundError:
+        os.makedirs(base, exist_ok=True)
+        fd = os.open(base, _DIR)
+    created, where = False, base
+    try:
+        for part in parts:
+            where = os.path.join(where, part)
+            try:
+                os.mkdir(part, dir_fd=fd)
+                created = True
+            except FileExistsError:
+                created = False
+            try:
+                sub = os.open(part, _DIR | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                what = _what_is(part, fd)
+                at = f"is {what}" if where == target else f"is under {where}, {what}"
+                raise UnsafeFolder(
+                    f"outputs folder {target} {at}; nothing is written there: "
+                    "move it away, then retry the job"
+                ) from None
+            os.close(fd)
+            fd = sub
+    finally:
+        os.close(fd)
+    return created
+
+
+def _what_is(name: str, dir_fd: int) -> str:
+    """What ``name`` is, for an error message: 'a symbolic link (to ...)', 'a file'."""
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if stat.S_ISLNK(st.st_mode):
+        return f"a symbolic link (to {os.readlink(name, dir_fd=dir_fd)})"
+    return "a file, not a folder" if stat.S_ISREG(st.st_mode) else "not a folder"
 
 
 def confined(base: Path, relative: str, *, what: str = "path") -> Path:

@@ -20,8 +20,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from storage.errors import InputError, TransientError
-from storage.local import read_limited, write_atomic, write_new
+from storage.errors import InputError, StorageError, TransientError
+from storage.local import (
+    ensure_real_folder,
+    read_limited,
+    write_atomic,
+    write_new,
+)
 
 MULTIPART_THRESHOLD = 16 * 2**20  # larger artifacts go through boto3's managed multipart
 _TRANSIENT_CODES = {
@@ -29,10 +34,6 @@ _TRANSIENT_CODES = {
     "RequestTimeout", "RequestTimeTooSkewed", "500", "502", "503", "504",
 }  # fmt: skip
 _local = threading.local()
-
-
-class StorageError(Exception):
-    """A permanent storage failure (no such bucket, access denied): retrying won't help."""
 
 
 class Conflict(Exception):
@@ -236,3 +237,18 @@ def listing(prefix_uri: str, *, start_after: str | None = None) -> Iterator[Obje
                                  obj.get("LastModified"))  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - mapped
         raise _fail(exc, prefix_uri, "listing") from exc
+
+
+def ensure_folder(root: str, folder: str) -> bool:
+    """Make sure ``folder`` (a job's outputs folder under the outputs ``root``) may be
+    written into, before anything is: locally a real directory inside ``root``, made if
+    missing, with no symbolic link below ``root`` (``storage.local.ensure_real_folder``);
+    True when this call created it, so it holds nothing yet. An ``s3://`` prefix has no
+    links or folders to check: False (it may hold earlier objects).
+
+    Raises ``UnsafeFolder`` (a ``StorageError``: permanent) naming what is in the way,
+    or the OSError of an unreachable root (storage trouble: transient).
+    """
+    if is_s3(folder):
+        return False
+    return ensure_real_folder(root, folder)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from config import Settings, load_settings
 from db import queue
@@ -19,6 +20,7 @@ from ingest.ingester import Ingester
 from runner import outputs
 from runner.loop import Runner
 from storage import objects
+from storage.errors import UnsafeFolder
 from tests.pictures import disk_png, write_job
 
 PNG = disk_png()
@@ -75,3 +77,118 @@ def test_create_if_absent_refuses_any_existing_name_and_leaves_it_alone(tmp_path
         objects.write(str(target), b"{}", if_absent=True)
     assert target.is_symlink() and not (tmp_path / "nowhere").exists()
     assert os.listdir(tmp_path) == ["manifest.json"]
+
+
+# ---------------------------------------------------------------------------- the folder
+
+
+def test_a_planted_symlink_job_folder_is_not_written_through(tmp_path: Path) -> None:
+    db, ing, runner = _setup(_settings(tmp_path))
+    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("keep me")
+    folder = tmp_path / "outbox" / str(jid)
+    folder.parent.mkdir()
+    folder.symlink_to(elsewhere)
+    runner.run(until_idle=True)
+    job = _job(db, jid)
+    assert (job["state"], job["attempts"]) == ("failed", 1)
+    assert job["error"] == (
+        f"outputs folder {folder.parent.resolve() / str(jid)} is a symbolic link (to "
+        f"{elsewhere}); nothing is written there: move it away, then retry the job"
+    )
+    assert _files(elsewhere) == {"precious.txt": b"keep me"}
+    assert folder.is_symlink()
+
+
+def test_a_symlink_above_the_job_folder_is_refused_and_nothing_is_made_through_it(
+    tmp_path: Path,
+) -> None:
+    """As ingest's error manifests go under ``<outputs>/rejected/<id>/``."""
+    root, elsewhere = tmp_path / "outbox", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (root / "rejected").symlink_to(elsewhere)
+    with pytest.raises(UnsafeFolder, match=r"is under .*/outbox/rejected, a symbolic link"):
+        objects.ensure_folder(str(root), str(root / "rejected" / "7"))
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_file_in_place_of_a_job_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "7").write_bytes(b"not a folder")
+    with pytest.raises(UnsafeFolder, match="is a file, not a folder"):
+        objects.ensure_folder(str(tmp_path), str(tmp_path / "7"))
+    assert (tmp_path / "7").read_bytes() == b"not a folder"
+
+
+def test_a_folder_outside_the_outputs_root_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UnsafeFolder, match="is not inside the outputs root"):
+        objects.ensure_folder(str(tmp_path / "outbox"), str(tmp_path / "outbox" / ".." / "x"))
+
+
+def test_ensure_folder_makes_a_missing_folder_and_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "outbox"
+    assert objects.ensure_folder(str(root), str(root / "rejected" / "3")) is True
+    assert (root / "rejected" / "3").is_dir()
+    assert objects.ensure_folder(str(root), str(root / "rejected" / "3")) is False
+
+
+def test_a_folder_holding_another_jobs_results_is_never_overwritten(tmp_path: Path) -> None:
+    """The database replaced under the same outputs: ids start again at 1."""
+    db, ing, runner = _setup(_settings(tmp_path, "first.sqlite3"))
+    (first,) = _submit(ing, {"task": "mesh", "image": "a.png", "name": "old"}, a__png=PNG)
+    runner.run(until_idle=True)
+    assert _job(db, first)["state"] == "succeeded"
+    folder = Path(_job(db, first)["outputs_uri"])
+    before = _files(folder)
+    assert set(before) == {"manifest.json", "mesh.glb", "preview.png"}
+
+    db2, ing2, runner2 = _setup(_settings(tmp_path, "second.sqlite3"))
+    (second,) = _submit(ing2, {"task": "mesh", "image": "b.png", "name": "new"}, "new.json",
+                        b__png=disk_png(64))  # fmt: skip
+    assert second == first
+    runner2.run(until_idle=True)
+    job = _job(db2, second)
+    assert (job["state"], job["attempts"]) == ("failed", 1)
+    source = (tmp_path / "inbox" / "job.json").resolve().as_uri()
+    assert job["error"].startswith(
+        f"outputs folder {folder} holds the results of another job (job {first}, succeeded,"
+        f" source {source}"
+    )
+    assert job["error"].endswith(
+        "the database may have been replaced; move that folder away, then retry the job"
+    )
+    assert _files(folder) == before
+
+
+def test_an_earlier_attempts_published_result_is_kept(settings: Settings) -> None:
+    """An attempt that published its manifest and died before recording it: the next
+    attempt keeps that result rather than writing the folder again."""
+    db, ing, runner = _setup(settings)
+    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
+    runner.run(until_idle=True)
+    folder = Path(_job(db, jid)["outputs_uri"])
+    before = _files(folder)
+    with db.write() as conn:  # as if the first attempt's success was never recorded
+        conn.execute(text("UPDATE jobs SET state = 'queued', finished_at = NULL"))
+    Runner(runner.settings, db).run(until_idle=True)
+    job = _job(db, jid)
+    assert (job["state"], job["attempts"]) == ("succeeded", 2)
+    assert _files(folder) == before
+
+
+def test_a_retried_job_replaces_its_own_error_manifest(settings: Settings) -> None:
+    db, ing, runner = _setup(settings)
+    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
+    picture = settings.inbox_path / "a.png"
+    picture.write_bytes(PNG[: len(PNG) // 2])  # truncated after ingest: fails at once
+    runner.run(until_idle=True)
+    folder = Path(_job(db, jid)["outputs_uri"])
+    assert json.loads((folder / "manifest.json").read_bytes())["state"] == "failed"
+    picture.write_bytes(PNG)
+    with db.write() as conn:
+        queue.retry(conn, [jid])
+    Runner(settings, db).run(until_idle=True)
+    assert _job(db, jid)["state"] == "succeeded", _job(db, jid)["error"]
+    assert json.loads((folder / "manifest.json").read_bytes())["state"] == "succeeded"
