@@ -45,6 +45,10 @@ class Shutdown(BaseException):  # noqa: N818 - a signal, not an error
     """Raised in the main thread by a second SIGINT/SIGTERM: drop the batch now."""
 
 
+class DatabaseReplaced(RuntimeError):
+    """The runner's SQLite file was deleted or replaced under it: it stopped."""
+
+
 def new_runner_id() -> str:
     """Fresh per process start: a reused name would hide a dead runner's stale leases."""
     return f"{platform.node()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -110,6 +114,7 @@ class Runner:
         self._lock = threading.Lock()
         self._held: set[int] = set()
         self._lost: set[int] = set()
+        self._gone: str | None = None  # why the database is not the one we started on
 
     # ------------------------------------------------------------------ loop
 
@@ -123,6 +128,7 @@ class Runner:
         poll = self.settings.runner.poll_interval_s
         devices = [d.as_dict() for d in self.devices]
         self._persist("registering", lambda conn: runners.register(conn, self.id, devices=devices))
+        self._database_gone()  # takes the SQLite file's identity, if not taken yet
         scheduler = self._start_maintenance()
         outage = 0.2  # back-off while the database is unreachable
         try:
@@ -138,6 +144,8 @@ class Runner:
                         ahead = queue.outlook(conn, self._mine)
                         clock = queue.now(conn)
                 except (OperationalError, InterfaceError) as exc:
+                    if self._database_gone():
+                        break
                     # Before a claim commits nothing is held; wait for the database.
                     log.warning("database unavailable (%s); retrying in %.1f s",
                                 type(exc.orig or exc).__name__, outage)  # fmt: skip
@@ -150,6 +158,8 @@ class Runner:
                 # the runner that has one.
                 nxt = ahead.next_run_after
                 if until_idle and nxt is None and not ahead.any_running:
+                    break
+                if self._database_gone():  # idle: the heartbeat checks while busy
                     break
                 # Wait for the next job's back-off to end, at most a poll interval. Jobs
                 # already due that this step left are waiting to fill a batch or for
@@ -170,11 +180,31 @@ class Runner:
             scheduler.shutdown(wait=False)
             self.unload_all()
             try:
-                with self.db.write() as conn:
-                    runners.stopped(conn, self.id)
+                if self._gone is None:  # else a new connection would make the file anew
+                    with self.db.write() as conn:
+                        runners.stopped(conn, self.id)
             except (OperationalError, InterfaceError):
                 log.warning("could not mark runner %s stopped: database unavailable", self.id)
+        if self._gone is not None:
+            raise DatabaseReplaced(f"{self._gone}; {STOPPING}")
         return self.stats
+
+    def _database_gone(self) -> bool:
+        """Whether the SQLite file this runner started on was deleted or replaced (asked
+        by the heartbeat while busy and by the loop while idle). Its job ids now name
+        other jobs than the new database's, whose runners write to the same folders: stop
+        at once, abandoning the batch in hand rather than writing its outputs."""
+        why = self.db.replaced()
+        if why is None:
+            return False
+        with self._lock:
+            first, self._gone = self._gone is None, why
+            self._lost |= self._held
+        if first:
+            log.error("%s; %s", why, STOPPING)
+        self.stop.set()
+        self.wake.set()
+        return True
 
     # ------------------------------------------------------------------ database outages
 
@@ -188,6 +218,8 @@ class Runner:
                 with self.db.statement() if one else self.db.write() as conn:
                     return fn(conn)
             except (OperationalError, InterfaceError) as exc:
+                if self._gone is not None:  # no database to wait for
+                    raise DatabaseReplaced(f"{self._gone}; {STOPPING}") from exc
                 log.warning("database unavailable (%s) while %s; retrying in %.1f s",
                             type(exc.orig or exc).__name__, what, delay)  # fmt: skip
                 time.sleep(delay)
@@ -213,6 +245,8 @@ class Runner:
         meanwhile is not in this renewal's answer and must not look taken away (it
         would be abandoned while still leased, and renewed, forever).
         """
+        if self._database_gone():
+            return
         with self._lock:
             before = set(self._held)
         try:
@@ -423,7 +457,7 @@ class Runner:
         infer_s: float,
     ) -> _Outcome:
         with self._lock:
-            if job["id"] in self._lost:
+            if job["id"] in self._lost or self._gone is not None:
                 return _Outcome(job, abandoned=True)
         if isinstance(res, BaseException):
             return _Outcome(job, res)
@@ -609,3 +643,4 @@ def _id_ranges(ids: list[int]) -> str:
 
 FLEET_MEMORY_S = 86_400.0  # runners seen this recently count as able to come back
 MEASURED_TTL_S = 30.0  # how long a runner trusts its copy of the measured costs
+STOPPING = "stopping so that no outputs are overwritten"
