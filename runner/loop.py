@@ -62,6 +62,16 @@ class RunStats:
     retried: int = 0
     batches: int = 0
     loads: int = 0
+    postponed: int = 0  # handed back by a storage outage, no attempt used
+
+
+@dataclass
+class _Outage:
+    """The outputs' storage is out: claim nothing until a probe of it succeeds."""
+
+    error: str  # the reason given to each job handed back
+    since: float  # time.monotonic()
+    delay: float  # until the next probe; doubles up to PROBE_MAX_S
 
 
 @dataclass
@@ -114,6 +124,8 @@ class Runner:
         self._lock = threading.Lock()
         self._held: set[int] = set()
         self._lost: set[int] = set()
+        self._outage: _Outage | None = None
+        self._last_outage: tuple[float, float] | None = None  # (when it ended, its delay)
         self._gone: str | None = None  # why the database is not the one we started on
 
     # ------------------------------------------------------------------ loop
@@ -133,9 +145,12 @@ class Runner:
         outage = 0.2  # back-off while the database is unreachable
         try:
             while not self.stop.is_set():
-                left = None if max_jobs is None else max_jobs - self.stats.claimed
+                done = self.stats.claimed - self.stats.postponed
+                left = None if max_jobs is None else max_jobs - done
                 if left is not None and left <= 0:
                     break
+                if self._outage is not None and not self._outputs_back():
+                    continue
                 try:
                     if self.step(limit=left):
                         outage = 0.2
@@ -205,6 +220,57 @@ class Runner:
         self.stop.set()
         self.wake.set()
         return True
+
+    # ------------------------------------------------------------------ storage outages
+
+    def _outputs_unavailable(self, exc: BaseException) -> outputs.OutputsUnavailable:
+        """Note that the outputs' storage is out (logged once per outage): the run loop
+        claims nothing until it is back, and the job is handed back, no attempt used."""
+        reason = f"{type(exc).__name__}: {exc}"
+        error = f"outputs unavailable: {reason}"
+        if self._outage is None:
+            now, delay = time.monotonic(), PROBE_FIRST_S
+            if self._last_outage and now - self._last_outage[0] < PROBE_MAX_S:
+                # Back so soon: the probe's small write passes where a job's does not (a
+                # nearly full disk). Keep lengthening the pause rather than rerun batches.
+                delay = min(self._last_outage[1] * 2, PROBE_MAX_S)
+            self._outage = _Outage(error, now, delay)
+            log.warning("outputs at %s cannot be written (%s); handing jobs back without "
+                        "using an attempt, and claiming none until they can",
+                        self.outputs_root, reason)  # fmt: skip
+        return outputs.OutputsUnavailable(error)
+
+    def _outputs_back(self) -> bool:
+        """Probe the outputs (a small write) while they are out, waiting longer after each
+        failed probe; True once they take writes again."""
+        out = self._outage
+        assert out is not None
+        try:
+            objects.probe(self.outputs_root)
+        except Exception as exc:  # noqa: BLE001 - an outage, or the job's error will say
+            if outputs.is_outage(exc):
+                self.stop.wait(out.delay)
+                out.delay = min(out.delay * 2, PROBE_MAX_S)
+                return False
+            log.warning("probing the outputs at %s: %s", self.outputs_root, exc)
+        log.warning("outputs at %s can be written again after %.1f s; claiming jobs again",
+                    self.outputs_root, time.monotonic() - out.since)  # fmt: skip
+        self._outage, self._last_outage = None, (time.monotonic(), out.delay)
+        return True
+
+    def _hand_back(self, job: dict[str, Any], exc: BaseException) -> None:
+        """Queue a job whose outputs the storage would not take, without using its attempt."""
+        detail = f"{exc}; handed back without using an attempt"
+        back = self._persist(
+            "handing a job back",
+            lambda conn: queue.postpone(
+                conn, [job["id"]], owner=self.id, reason=detail,
+                retry_in_s=self.settings.runner.storage_retry_s,
+            ),
+        )  # fmt: skip
+        if back:
+            self.stats.postponed += 1
+            log.debug("job %d handed back: %s", job["id"], detail)
 
     # ------------------------------------------------------------------ database outages
 
@@ -461,6 +527,8 @@ class Runner:
                 return _Outcome(job, abandoned=True)
         if isinstance(res, BaseException):
             return _Outcome(job, res)
+        if self._outage is not None:  # found by an earlier job of this batch
+            return _Outcome(job, outputs.OutputsUnavailable(self._outage.error))
         t0 = time.perf_counter()
         folder = job["outputs_uri"]
         try:
@@ -504,7 +572,9 @@ class Runner:
         except outputs.AlreadyPublished:
             log.warning("job %d: another attempt published first; its result stands", job["id"])
             return _Outcome(job, None, [], _mesh_uri(folder, _published_mesh(folder)))
-        except Exception as exc:  # noqa: BLE001 - e.g. disk full: retried
+        except Exception as exc:  # noqa: BLE001 - recorded per job
+            if outputs.is_outage(exc):  # e.g. disk full, read-only: no attempt used
+                return _Outcome(job, self._outputs_unavailable(exc))
             return _Outcome(job, exc)
         return _Outcome(job, None, written, _mesh_uri(folder, mesh_name))
 
@@ -571,6 +641,9 @@ class Runner:
         model: dict[str, Any],
         timings: dict[str, float],
     ) -> None:
+        if isinstance(exc, outputs.OutputsUnavailable):
+            self._hand_back(job, exc)
+            return
         permanent = isinstance(exc, InputError | ModelUnavailable | StorageError)
         message = str(exc) if permanent else f"{type(exc).__name__}: {exc}"
         detail = None if permanent else "".join(traceback.format_exception(exc))
@@ -643,4 +716,6 @@ def _id_ranges(ids: list[int]) -> str:
 
 FLEET_MEMORY_S = 86_400.0  # runners seen this recently count as able to come back
 MEASURED_TTL_S = 30.0  # how long a runner trusts its copy of the measured costs
+PROBE_FIRST_S = 0.5  # first wait between probes of outputs that cannot be written ...
+PROBE_MAX_S = 30.0  # ... doubling up to this
 STOPPING = "stopping so that no outputs are overwritten"

@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from storage import objects
-from storage.errors import InputError, UnsafeFolder
+from storage.errors import InputError, TransientError, UnsafeFolder
 
 HOST = platform.node()
 MEDIA_TYPES = {
@@ -54,6 +54,29 @@ class AlreadyPublished(Exception):
 class ForeignOutputs(UnsafeFolder):
     """The job's folder holds another job's manifest: ids restarted (the database was
     replaced or deleted), and writing would overwrite that job's results."""
+
+
+class OutputsUnavailable(Exception):
+    """Writing the outputs failed because of the storage (read-only, full, unreachable),
+    not the job: the job goes back to the queue without using an attempt."""
+
+
+# Errors of the outputs' storage that pass once an admin or the network fixes it: a
+# read-only or full disk, a lost mount or NFS server, permissions being repaired, the
+# outputs folder replaced by something else for a while.
+OUTAGE_ERRNOS = frozenset({
+    errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOTDIR, errno.EACCES,
+    errno.EPERM, errno.ESTALE, errno.ENOTCONN,
+})  # fmt: skip
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc``, raised while writing outputs, is the storage's passing trouble
+    (these errnos locally; what botocore's retries left of an S3 outage) rather than a
+    permanent refusal (``StorageError``) or a bug."""
+    if isinstance(exc, TransientError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in OUTAGE_ERRNOS
 
 
 MANIFEST_LIMIT = 1 << 24

@@ -11,7 +11,9 @@ bucket and key.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import posixpath
 import threading
 from collections.abc import Iterator
@@ -252,3 +254,16 @@ def ensure_folder(root: str, folder: str) -> bool:
     if is_s3(folder):
         return False
     return ensure_real_folder(root, folder)
+
+
+def probe(root: str) -> None:
+    """Write a small object under ``root`` the way outputs are written, raising what
+    that raises: how a runner paused by a storage outage sees that it is over."""
+    if is_s3(root):  # one key, overwritten each time: nothing accumulates
+        write(join(root, ".gen3d-probe"), b"probe\n", content_type="text/plain")
+        return
+    path = join(root, f".gen3d-probe.{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):  # a crashed earlier probe's
+        os.unlink(path)
+    write_new(path, b"probe\n")  # the manifest's way: a temp file, then a hard link
+    os.unlink(path)

@@ -118,6 +118,24 @@ def test_release_hands_jobs_back_without_counting_the_attempt(db: Database) -> N
     assert _states(db) == {"queued": 2}
 
 
+def test_postpone_hands_jobs_back_after_the_back_off_without_counting_the_attempt(
+    db: Database,
+) -> None:
+    ids = _enqueue(db, 2)
+    _claim(db, "r", 2)
+    why = "outputs unavailable: OSError: [Errno 30] Read-only file system"
+    with db.write() as conn:
+        assert sorted(queue.postpone(conn, ids, owner="r", reason=why, retry_in_s=60)) == ids
+        assert queue.postpone(conn, ids, owner="r", reason=why, retry_in_s=60) == []
+        clock = queue.now(conn)
+        jobs = [queue.get_job(conn, i) for i in ids]
+        last = queue.events(conn, ids[0])[-1]
+    assert {(j["state"], j["attempts"]) for j in jobs if j} == {("queued", 0)}
+    assert all(j and (j["run_after"] - clock).total_seconds() > 50 for j in jobs)
+    assert (last["from_state"], last["to_state"], last["detail"]) == ("running", "queued", why)
+    assert _claim(db, "r", 2) == []  # not before the back-off
+
+
 def test_silent_runner_is_declared_gone_and_a_beating_one_is_not(db: Database) -> None:
     with db.write() as conn:
         runners.register(conn, "silent")
