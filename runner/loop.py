@@ -326,8 +326,8 @@ class Runner:
         except Exception:  # noqa: BLE001 - the next beat tries again; the lease has slack
             log.warning("heartbeat failed", exc_info=True)
             return
-        with self._lock:
-            lost = (before - renewed) & self._held
+        with self._lock:  # each lost job is reported once, not at every beat
+            lost = (before - renewed) & (self._held - self._lost)
             self._lost |= lost
         if lost:
             log.warning("jobs %s were taken from this runner; abandoning them", sorted(lost))
