@@ -91,7 +91,7 @@ def check_folder(root: str, job: dict[str, Any]) -> dict[str, Any] | None:
     database is replaced, and the new job 1 must not overwrite the old job 1's results.
     A job is known by its id, source (URI, sha256, entry) and the time it was queued.
     Raises ``UnsafeFolder`` (``ForeignOutputs`` for another job's manifest), with the
-    reason.
+    reason. Temp files that killed writers left there are removed.
     """
     folder = job["outputs_uri"]
     if objects.ensure_folder(root, folder):
@@ -105,6 +105,7 @@ def check_folder(root: str, job: dict[str, Any]) -> dict[str, Any] | None:
             doc = "not JSON"
         if not (isinstance(doc, dict) and _same_job(doc, job)):
             raise ForeignOutputs(_foreign(folder, doc))
+    objects.remove_leftovers(folder)
     return doc
 
 

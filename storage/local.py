@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import itertools
 import os
+import platform
+import re
 import secrets
 import stat
+import time
 from pathlib import Path
 
 from storage.errors import InputError, UnsafeFolder
@@ -33,11 +37,16 @@ def read_limited(path: Path, limit: int, *, what: str = "file") -> bytes:
     return data
 
 
-# Temp names: this process's token and a counter, created with O_EXCL. Unique across
-# threads, processes and hosts sharing a folder, and cheaper than mkstemp's random names
-# (a no-work job's manifest write is on the queue benchmark's hot path).
-_TMP_TOKEN = f"{os.getpid()}-{secrets.token_hex(4)}"
+# Temp names: this host's tag, this process's token and a counter, created with O_EXCL.
+# Unique across threads, processes and hosts sharing a folder, and cheaper than mkstemp's
+# random names (a no-work job's manifest write is on the queue benchmark's hot path). The
+# host tag and pid let a later writer tell a dead writer's leftovers from a live one's.
+HOST_TAG = hashlib.blake2s(platform.node().encode(), digest_size=3).hexdigest()
+_TMP_TOKEN = f"{HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}"
 _tmp_seq = itertools.count()
+# .<name>.<host>-<pid>-<token>-<n>.tmp; names from before the host tag lack "<host>-".
+_TMP_NAME = re.compile(r"\..+\.(?:([0-9a-f]{6})-)?(\d+)-([0-9a-f]{8})-\d+\.tmp")
+STALE_TEMP_S = 60.0  # a temp file untouched this long is a dead writer's, wherever it ran
 
 
 def _write_temp(folder: str, name: str, data: bytes) -> str:
@@ -176,6 +185,43 @@ def _what_is(name: str, dir_fd: int) -> str:
     if stat.S_ISLNK(st.st_mode):
         return f"a symbolic link (to {os.readlink(name, dir_fd=dir_fd)})"
     return "a file, not a folder" if stat.S_ISREG(st.st_mode) else "not a folder"
+
+
+def remove_stale_temps(folder: Path | str, *, max_age_s: float = STALE_TEMP_S) -> list[str]:
+    """Remove the temp files writers killed mid-write (``kill -9``, a crash) left in
+    ``folder``, so a retry leaves a clean folder; the names removed.
+
+    A temp file is stale when its writer was on this host and its pid is gone, or when
+    it was not touched for ``max_age_s`` (a writer on another host sharing the folder).
+    This process's own temp files are never touched.
+    """
+    removed: list[str] = []
+    now = time.time()
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            m = _TMP_NAME.fullmatch(entry.name)
+            if m is None or f"{m[1]}-{m[2]}-{m[3]}" == _TMP_TOKEN:
+                continue
+            try:
+                dead = m[1] == HOST_TAG and not _alive(int(m[2]))
+                if dead or now - entry.stat(follow_symlinks=False).st_mtime > max_age_s:
+                    os.unlink(entry.path)
+                    removed.append(entry.name)
+            except FileNotFoundError:  # its writer finished (or another cleaner was first)
+                continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():  # an earlier process that had this pid: dead, since we have it
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def confined(base: Path, relative: str, *, what: str = "path") -> Path:

@@ -26,6 +26,7 @@ from storage.errors import InputError, StorageError, TransientError
 from storage.local import (
     ensure_real_folder,
     read_limited,
+    remove_stale_temps,
     write_atomic,
     write_new,
 )
@@ -254,6 +255,15 @@ def ensure_folder(root: str, folder: str) -> bool:
     if is_s3(folder):
         return False
     return ensure_real_folder(root, folder)
+
+
+def remove_leftovers(folder: str) -> list[str]:
+    """Remove what killed writers left in ``folder`` (stale temp files; see
+    ``storage.local.remove_stale_temps``); an ``s3://`` prefix has none (S3 writes whole
+    objects). Returns the names removed."""
+    if is_s3(folder):
+        return []
+    return remove_stale_temps(folder)
 
 
 def probe(root: str) -> None:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +22,12 @@ from db.migrate import upgrade
 from ingest.ingester import Ingester
 from runner import outputs
 from runner.loop import Runner
-from storage import objects
+from storage import local, objects
 from storage.errors import UnsafeFolder
 from tests.pictures import disk_png, write_job
 
 PNG = disk_png()
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _settings(tmp_path: Path, database: str = "gen3d.sqlite3") -> Settings:
@@ -192,3 +196,45 @@ def test_a_retried_job_replaces_its_own_error_manifest(settings: Settings) -> No
     Runner(settings, db).run(until_idle=True)
     assert _job(db, jid)["state"] == "succeeded", _job(db, jid)["error"]
     assert json.loads((folder / "manifest.json").read_bytes())["state"] == "succeeded"
+
+
+# ---------------------------------------------------------------------------- leftovers
+
+
+def _killed_writers_temp(folder: Path, name: str) -> str:
+    """The temp file a writer killed with SIGKILL between writing and renaming it leaves."""
+    code = (
+        "import os, sys; from storage import local; "
+        "local._write_temp(sys.argv[1], sys.argv[2], b'half a mesh'); "
+        "os.kill(os.getpid(), 9)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(folder), name], cwd=ROOT)
+    assert proc.returncode == -9
+    (left,) = [p for p in os.listdir(folder) if p.startswith(f".{name}.")]
+    return left
+
+
+def test_a_retry_after_a_killed_writer_leaves_a_clean_folder(tmp_path: Path) -> None:
+    db, ing, runner = _setup(_settings(tmp_path))
+    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
+    folder = tmp_path / "outbox" / str(jid)
+    folder.mkdir(parents=True)
+    killed = _killed_writers_temp(folder, "mesh.glb")
+    # Temp files of writers on another host sharing the folder: a stale one (untouched
+    # for two minutes) goes, a fresh one (that writer may be at work) stays.
+    stale, fresh = ".manifest.json.000000-7-0123abcd-4.tmp", ".preview.png.000000-7-0123abcd-5.tmp"
+    (folder / stale).write_bytes(b"x")
+    (folder / fresh).write_bytes(b"y")
+    two_minutes_ago = time.time() - 120
+    os.utime(folder / stale, (two_minutes_ago, two_minutes_ago))
+    assert killed in os.listdir(folder)
+    runner.run(until_idle=True)
+    assert _job(db, jid)["state"] == "succeeded"
+    assert sorted(os.listdir(folder)) == [fresh, "manifest.json", "mesh.glb", "preview.png"]
+
+
+def test_this_processes_own_temp_files_are_never_removed(tmp_path: Path) -> None:
+    mine = local._write_temp(str(tmp_path), "mesh.glb", b"in progress")
+    os.utime(mine, (0, 0))  # however old
+    assert local.remove_stale_temps(tmp_path) == []
+    assert os.path.exists(mine)
