@@ -239,7 +239,7 @@ def manifest(
         "params": job["params"],
         "seed": job["seed"],
         "attempt": job["attempts"],
-        "inputs": {k: v for k, v in job["inputs"].items() if not str(v).startswith("data:")},
+        "inputs": _inputs(job["inputs"]),
         "output_format": job["output_format"],
         "timings": {
             "queued_at": created,
@@ -258,12 +258,41 @@ def manifest(
     }
 
 
+def _inputs(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The job's inputs for its manifest, each inline picture (a ``data:`` URI, alone or
+    in a list such as ``images``) replaced by a short note of what it was: a manifest
+    must not carry megabytes of base64 per job."""
+    hashes = inputs.get("image_sha256") or []
+
+    def note(value: Any, sha: Any = None) -> Any:
+        if not (isinstance(value, str) and value.startswith("data:")):
+            return value
+        head, _, payload = value.partition(",")
+        size = len(payload) * 3 // 4 - (len(payload) - len(payload.rstrip("=")))
+        kind = head[len("data:") :].split(";")[0] or "data"
+        return f"(inline {kind}, {size} bytes" + (f", sha256 {sha})" if sha else ")")
+
+    out: dict[str, Any] = {}
+    for key, value in inputs.items():
+        if key == "images" and isinstance(value, list):
+            shas = hashes if isinstance(hashes, list) and len(hashes) == len(value) else []
+            out[key] = [note(v, shas[i] if shas else None) for i, v in enumerate(value)]
+        elif isinstance(value, list):
+            out[key] = [note(v) for v in value]
+        else:
+            out[key] = note(value)
+    return out
+
+
 def write_manifest(folder: str | Path, doc: dict[str, Any]) -> None:
     """Write the manifest, last. A published result is never replaced, locally as on S3:
     the first succeeded manifest wins (created only if absent: If-None-Match on S3, a
     hard link locally) and later ones raise ``AlreadyPublished``. An error manifest may
     be replaced (on S3 only the version read, If-Match, so two writers cannot both
     think they replaced it; locally the last writer wins).
+
+    Strict JSON: orjson writes NaN and infinities as null, and numpy values through
+    ``default`` as text, so no reader meets a NaN token.
     """
     # orjson: the stdlib encoder falls back to pure Python whenever it indents, and that
     # was a quarter of a no-work job's cost in bench/queue.py.

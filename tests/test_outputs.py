@@ -4,14 +4,19 @@ writers; and manifests are small strict JSON."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 
@@ -238,3 +243,45 @@ def test_this_processes_own_temp_files_are_never_removed(tmp_path: Path) -> None
     os.utime(mine, (0, 0))  # however old
     assert local.remove_stale_temps(tmp_path) == []
     assert os.path.exists(mine)
+
+
+# ---------------------------------------------------------------------------- what it holds
+
+
+def test_inline_pictures_are_noted_in_the_manifest_not_copied(tmp_path: Path) -> None:
+    db, ing, runner = _setup(_settings(tmp_path))
+    inline = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    (jid,) = _submit(ing, {"task": "mesh", "images": [inline]})
+    runner.run(until_idle=True)
+    job = _job(db, jid)
+    assert job["state"] == "succeeded", job["error"]
+    text = (Path(job["outputs_uri"]) / "manifest.json").read_text()
+    sha = hashlib.sha256(PNG).hexdigest()
+    assert json.loads(text)["inputs"]["images"] == [
+        f"(inline image/png, {len(PNG)} bytes, sha256 {sha})"
+    ]
+    assert inline[30:90] not in text
+
+
+def _strict(text: str) -> Any:
+    def refuse(token: str) -> None:
+        raise ValueError(f"not strict JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_manifest_is_strict_json_even_with_nan_in_params_and_info(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    job = {
+        "id": 1, "name": None, "source_uri": "file:///j.json", "source_entry": -1,
+        "source_sha256": "ab" * 32, "task": "mesh", "params": {"guidance": math.nan},
+        "seed": None, "attempts": 1, "inputs": {"prompt": "x"}, "output_format": "glb",
+        "created_at": now, "started_at": now,
+    }  # fmt: skip
+    info = {"loss": math.inf, "score": np.float64("nan"), "spread": [-math.inf, np.float32(2)]}
+    doc = outputs.manifest(job, state="succeeded", model={"id": "m"}, artifacts=[],
+                           timings={"load_s": 0.0}, runner="r", info=info)  # fmt: skip
+    outputs.write_manifest(str(tmp_path), doc)
+    got = _strict((tmp_path / "manifest.json").read_text())
+    assert got["params"] == {"guidance": None}
+    assert got["info"]["loss"] is None and got["info"]["spread"][0] is None
