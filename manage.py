@@ -236,12 +236,23 @@ def run(app: App, until_idle: bool, max_jobs: int | None) -> None:
     _stop_on_signals(stop)
     runner = app.runner(stop=stop)
     _freeze_startup()
-    stats = runner.run(until_idle=until_idle, max_jobs=max_jobs)
+    stats = _run(runner, until_idle=until_idle, max_jobs=max_jobs)
     click.echo(
         f"runner {runner.id}: {stats.claimed} claimed, {stats.succeeded} succeeded, "
         f"{stats.failed} failed, {stats.retried} to retry",
         err=True,
     )
+
+
+def _run(runner: Any, **kw: Any) -> Any:
+    """The runner's loop; a runner that stopped because its database file went away
+    exits non-zero with the reason."""
+    from runner.loop import DatabaseReplaced
+
+    try:
+        return runner.run(**kw)
+    except DatabaseReplaced as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _admin_verb(app: App, job_ids: tuple[int, ...], action: str) -> None:
@@ -308,7 +319,7 @@ def serve(app: App) -> None:
         err=True,
     )
     try:
-        runner.run()
+        _run(runner)
     finally:
         watcher.stop()
 

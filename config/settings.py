@@ -76,6 +76,10 @@ class RunnerSettings(_Section):
     max_attempts: int = Field(3, ge=1)
     retry_base_s: float = Field(2.0, ge=0)
     retry_max_s: float = Field(300.0, ge=0)
+    # A job whose outputs could not be written because the storage was out goes back to
+    # the queue without using an attempt, runnable again after this long; meanwhile the
+    # runner claims nothing until a probe of the outputs succeeds.
+    storage_retry_s: float = Field(10.0, ge=0)
 
 
 class Limits(_Section):

@@ -12,6 +12,7 @@ taken to mean the same.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -121,8 +122,16 @@ class Database:
     engine: Engine
     writer: Engine = field(init=False)
     autocommit: Engine | None = field(init=False)
+    # SQLite: the database file, and its (st_dev, st_ino) once first seen (``replaced``).
+    sqlite_file: str | None = field(init=False, default=None)
+    _file_id: tuple[int, int] | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
+        name = self.engine.url.database or ""
+        a_file = name not in ("", ":memory:") and not name.startswith("file:")  # not a URI
+        if self.dialect == "sqlite" and a_file:
+            self.sqlite_file = name
+            self.replaced()
         self.writer = self.engine.execution_options(**{_WRITE: True})
         # PostgreSQL runs a lone statement as its own transaction: BEGIN and COMMIT
         # would be two more round trips (and server wake-ups) for nothing.
@@ -135,6 +144,34 @@ class Database:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    def replaced(self) -> str | None:
+        """Why this database is not the one this process started with, or None.
+
+        A SQLite file deleted under a running process lives on for it (its open
+        connections keep the deleted inode) while every other process gets a new, empty
+        database whose ids start again at 1: outputs written by job id would then mix
+        two databases' jobs. So the file's identity (st_dev, st_ino) is taken when first
+        seen, and compared here. A PostgreSQL database (or SQLite in memory) has no file
+        to lose: always None.
+        """
+        if self.sqlite_file is None:
+            return None
+        try:
+            st = os.stat(self.sqlite_file)
+        except FileNotFoundError:
+            if self._file_id is None:  # not created yet: nothing was seen to lose
+                return None
+            return f"database file {self.sqlite_file} was deleted while this process used it"
+        now = (st.st_dev, st.st_ino)
+        if self._file_id is None:
+            self._file_id = now
+        elif now != self._file_id:
+            return (
+                f"database file {self.sqlite_file} was replaced by another file while this process"
+                " used it"
+            )
+        return None
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

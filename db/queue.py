@@ -549,6 +549,8 @@ def _move_held_stmt(dialect: str, to: str, extra: tuple[str, ...]) -> Any:
             values[name] = None
         elif name == "give_back":  # release: the attempt did not happen; runnable now
             values.update(attempts=jobs.c.attempts - 1, run_after=_clock(dialect))
+        elif name == "later":  # ... runnable again only after :delay
+            values["run_after"] = _clock_plus(dialect, "delay")
     moved = (
         update(jobs)
         .where(_ids_in(dialect), _held(bindparam("p_owner")))
@@ -559,19 +561,22 @@ def _move_held_stmt(dialect: str, to: str, extra: tuple[str, ...]) -> Any:
 
 
 def _move_held(
-    conn: Connection, ids: list[int], owner: str, to: str, detail: str | None, *extra: str
+    conn: Connection,
+    ids: list[int],
+    owner: str,
+    to: str,
+    detail: str | None,
+    *extra: str,
+    delay: timedelta | None = None,
 ) -> list[int]:
     """Move the jobs of ``ids`` this runner still holds to ``to`` in one statement, clear
     their lease, and record the events; returns the ids moved."""
     if not ids:
         return []
-    rows = _run_moving(
-        conn,
-        _move_held_stmt(conn.dialect.name, to, extra),
-        {"ids": ids, "p_owner": owner, "p_detail": detail},
-        "running",
-        to,
-    )
+    params: dict[str, Any] = {"ids": ids, "p_owner": owner, "p_detail": detail}
+    if delay is not None:
+        params["delay"] = delay
+    rows = _run_moving(conn, _move_held_stmt(conn.dialect.name, to, extra), params, "running", to)
     return [r["id"] for r in rows]
 
 
@@ -807,6 +812,18 @@ def release(conn: Connection, ids: list[int], *, owner: str, reason: str) -> lis
     """Hand held jobs back to ``queued`` at once (a runner shutting down in a hurry).
     The attempt is not counted: the job never got to fail."""
     return _move_held(conn, ids, owner, "queued", reason, "give_back")
+
+
+def postpone(
+    conn: Connection, ids: list[int], *, owner: str, reason: str, retry_in_s: float
+) -> list[int]:
+    """Hand held jobs back to ``queued``, runnable again after ``retry_in_s``, without
+    counting the attempt: their outputs could not be written because the storage is
+    out (read-only, full, unreachable), which is no fault of the job, and an outage of
+    a few seconds must not spend every queued job's attempts. The event carries
+    ``reason``. Returns the ids handed back."""
+    return _move_held(conn, ids, owner, "queued", reason, "give_back", "later",
+                      delay=timedelta(seconds=retry_in_s))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- admin

@@ -33,9 +33,8 @@ from runner import gpus, outputs, placement, planner
 from runner.preview import png_bytes, render
 from runner.residency import Residency
 from storage import objects
-from storage.errors import InputError, TransientError
+from storage.errors import InputError, StorageError, TransientError, UnsafeFolder
 from storage.meshes import export_mesh
-from storage.objects import StorageError
 from storage.uris import display_name, read_mesh, read_uri
 
 log = logging.getLogger("gen3d.runner")
@@ -44,6 +43,10 @@ T = TypeVar("T")
 
 class Shutdown(BaseException):  # noqa: N818 - a signal, not an error
     """Raised in the main thread by a second SIGINT/SIGTERM: drop the batch now."""
+
+
+class DatabaseReplaced(RuntimeError):
+    """The runner's SQLite file was deleted or replaced under it: it stopped."""
 
 
 def new_runner_id() -> str:
@@ -59,6 +62,16 @@ class RunStats:
     retried: int = 0
     batches: int = 0
     loads: int = 0
+    postponed: int = 0  # handed back by a storage outage, no attempt used
+
+
+@dataclass
+class _Outage:
+    """The outputs' storage is out: claim nothing until a probe of it succeeds."""
+
+    error: str  # the reason given to each job handed back
+    since: float  # time.monotonic()
+    delay: float  # until the next probe; doubles up to PROBE_MAX_S
 
 
 @dataclass
@@ -111,6 +124,9 @@ class Runner:
         self._lock = threading.Lock()
         self._held: set[int] = set()
         self._lost: set[int] = set()
+        self._outage: _Outage | None = None
+        self._last_outage: tuple[float, float] | None = None  # (when it ended, its delay)
+        self._gone: str | None = None  # why the database is not the one we started on
 
     # ------------------------------------------------------------------ loop
 
@@ -124,13 +140,17 @@ class Runner:
         poll = self.settings.runner.poll_interval_s
         devices = [d.as_dict() for d in self.devices]
         self._persist("registering", lambda conn: runners.register(conn, self.id, devices=devices))
+        self._database_gone()  # takes the SQLite file's identity, if not taken yet
         scheduler = self._start_maintenance()
         outage = 0.2  # back-off while the database is unreachable
         try:
             while not self.stop.is_set():
-                left = None if max_jobs is None else max_jobs - self.stats.claimed
+                done = self.stats.claimed - self.stats.postponed
+                left = None if max_jobs is None else max_jobs - done
                 if left is not None and left <= 0:
                     break
+                if self._outage is not None and not self._outputs_back():
+                    continue
                 try:
                     if self.step(limit=left):
                         outage = 0.2
@@ -139,6 +159,8 @@ class Runner:
                         ahead = queue.outlook(conn, self._mine)
                         clock = queue.now(conn)
                 except (OperationalError, InterfaceError) as exc:
+                    if self._database_gone():
+                        break
                     # Before a claim commits nothing is held; wait for the database.
                     log.warning("database unavailable (%s); retrying in %.1f s",
                                 type(exc.orig or exc).__name__, outage)  # fmt: skip
@@ -151,6 +173,8 @@ class Runner:
                 # the runner that has one.
                 nxt = ahead.next_run_after
                 if until_idle and nxt is None and not ahead.any_running:
+                    break
+                if self._database_gone():  # idle: the heartbeat checks while busy
                     break
                 # Wait for the next job's back-off to end, at most a poll interval. Jobs
                 # already due that this step left are waiting to fill a batch or for
@@ -171,11 +195,82 @@ class Runner:
             scheduler.shutdown(wait=False)
             self.unload_all()
             try:
-                with self.db.write() as conn:
-                    runners.stopped(conn, self.id)
+                if self._gone is None:  # else a new connection would make the file anew
+                    with self.db.write() as conn:
+                        runners.stopped(conn, self.id)
             except (OperationalError, InterfaceError):
                 log.warning("could not mark runner %s stopped: database unavailable", self.id)
+        if self._gone is not None:
+            raise DatabaseReplaced(f"{self._gone}; {STOPPING}")
         return self.stats
+
+    def _database_gone(self) -> bool:
+        """Whether the SQLite file this runner started on was deleted or replaced (asked
+        by the heartbeat while busy and by the loop while idle). Its job ids now name
+        other jobs than the new database's, whose runners write to the same folders: stop
+        at once, abandoning the batch in hand rather than writing its outputs."""
+        why = self.db.replaced()
+        if why is None:
+            return False
+        with self._lock:
+            first, self._gone = self._gone is None, why
+            self._lost |= self._held
+        if first:
+            log.error("%s; %s", why, STOPPING)
+        self.stop.set()
+        self.wake.set()
+        return True
+
+    # ------------------------------------------------------------------ storage outages
+
+    def _outputs_unavailable(self, exc: BaseException) -> outputs.OutputsUnavailable:
+        """Note that the outputs' storage is out (logged once per outage): the run loop
+        claims nothing until it is back, and the job is handed back, no attempt used."""
+        reason = f"{type(exc).__name__}: {exc}"
+        error = f"outputs unavailable: {reason}"
+        if self._outage is None:
+            now, delay = time.monotonic(), PROBE_FIRST_S
+            if self._last_outage and now - self._last_outage[0] < PROBE_MAX_S:
+                # Back so soon: the probe's small write passes where a job's does not (a
+                # nearly full disk). Keep lengthening the pause rather than rerun batches.
+                delay = min(self._last_outage[1] * 2, PROBE_MAX_S)
+            self._outage = _Outage(error, now, delay)
+            log.warning("outputs at %s cannot be written (%s); handing jobs back without "
+                        "using an attempt, and claiming none until they can",
+                        self.outputs_root, reason)  # fmt: skip
+        return outputs.OutputsUnavailable(error)
+
+    def _outputs_back(self) -> bool:
+        """Probe the outputs (a small write) while they are out, waiting longer after each
+        failed probe; True once they take writes again."""
+        out = self._outage
+        assert out is not None
+        try:
+            objects.probe(self.outputs_root)
+        except Exception as exc:  # noqa: BLE001 - an outage, or the job's error will say
+            if outputs.is_outage(exc):
+                self.stop.wait(out.delay)
+                out.delay = min(out.delay * 2, PROBE_MAX_S)
+                return False
+            log.warning("probing the outputs at %s: %s", self.outputs_root, exc)
+        log.warning("outputs at %s can be written again after %.1f s; claiming jobs again",
+                    self.outputs_root, time.monotonic() - out.since)  # fmt: skip
+        self._outage, self._last_outage = None, (time.monotonic(), out.delay)
+        return True
+
+    def _hand_back(self, job: dict[str, Any], exc: BaseException) -> None:
+        """Queue a job whose outputs the storage would not take, without using its attempt."""
+        detail = f"{exc}; handed back without using an attempt"
+        back = self._persist(
+            "handing a job back",
+            lambda conn: queue.postpone(
+                conn, [job["id"]], owner=self.id, reason=detail,
+                retry_in_s=self.settings.runner.storage_retry_s,
+            ),
+        )  # fmt: skip
+        if back:
+            self.stats.postponed += 1
+            log.debug("job %d handed back: %s", job["id"], detail)
 
     # ------------------------------------------------------------------ database outages
 
@@ -189,6 +284,8 @@ class Runner:
                 with self.db.statement() if one else self.db.write() as conn:
                     return fn(conn)
             except (OperationalError, InterfaceError) as exc:
+                if self._gone is not None:  # no database to wait for
+                    raise DatabaseReplaced(f"{self._gone}; {STOPPING}") from exc
                 log.warning("database unavailable (%s) while %s; retrying in %.1f s",
                             type(exc.orig or exc).__name__, what, delay)  # fmt: skip
                 time.sleep(delay)
@@ -214,6 +311,8 @@ class Runner:
         meanwhile is not in this renewal's answer and must not look taken away (it
         would be abandoned while still leased, and renewed, forever).
         """
+        if self._database_gone():
+            return
         with self._lock:
             before = set(self._held)
         try:
@@ -227,8 +326,8 @@ class Runner:
         except Exception:  # noqa: BLE001 - the next beat tries again; the lease has slack
             log.warning("heartbeat failed", exc_info=True)
             return
-        with self._lock:
-            lost = (before - renewed) & self._held
+        with self._lock:  # each lost job is reported once, not at every beat
+            lost = (before - renewed) & (self._held - self._lost)
             self._lost |= lost
         if lost:
             log.warning("jobs %s were taken from this runner; abandoning them", sorted(lost))
@@ -425,17 +524,21 @@ class Runner:
         infer_s: float,
     ) -> _Outcome:
         with self._lock:
-            if job["id"] in self._lost:
+            if job["id"] in self._lost or self._gone is not None:
                 return _Outcome(job, abandoned=True)
         if isinstance(res, BaseException):
             return _Outcome(job, res)
+        if self._outage is not None:  # found by an earlier job of this batch
+            return _Outcome(job, outputs.OutputsUnavailable(self._outage.error))
         t0 = time.perf_counter()
         folder = job["outputs_uri"]
         try:
-            if job["attempts"] > 1 and objects.is_s3(folder) and outputs.published(folder):
+            # Before anything is written: a real folder of ours, not another job's.
+            earlier = outputs.check_folder(self.outputs_root, job)
+            if earlier is not None and earlier.get("state") == "succeeded":
                 # An earlier attempt published its result and died before recording it.
                 log.info("job %d: outputs already published at %s; keeping them", job["id"], folder)
-                return _Outcome(job, None, [], _mesh_uri(folder, _published_mesh(folder)))
+                return _Outcome(job, None, [], _mesh_uri(folder, earlier.get("mesh_artifact")))
             files = {a.name: a.data for a in res.artifacts}
             mesh_name = res.mesh_artifact
             if res.mesh is not None and mesh_name is None:
@@ -470,7 +573,9 @@ class Runner:
         except outputs.AlreadyPublished:
             log.warning("job %d: another attempt published first; its result stands", job["id"])
             return _Outcome(job, None, [], _mesh_uri(folder, _published_mesh(folder)))
-        except Exception as exc:  # noqa: BLE001 - e.g. disk full: retried
+        except Exception as exc:  # noqa: BLE001 - recorded per job
+            if outputs.is_outage(exc):  # e.g. disk full, read-only: no attempt used
+                return _Outcome(job, self._outputs_unavailable(exc))
             return _Outcome(job, exc)
         return _Outcome(job, None, written, _mesh_uri(folder, mesh_name))
 
@@ -537,6 +642,9 @@ class Runner:
         model: dict[str, Any],
         timings: dict[str, float],
     ) -> None:
+        if isinstance(exc, outputs.OutputsUnavailable):
+            self._hand_back(job, exc)
+            return
         permanent = isinstance(exc, InputError | ModelUnavailable | StorageError)
         message = str(exc) if permanent else f"{type(exc).__name__}: {exc}"
         detail = None if permanent else "".join(traceback.format_exception(exc))
@@ -569,7 +677,11 @@ class Runner:
                 finished_at=datetime.now(UTC),
             )
             try:
-                outputs.write_manifest(job["outputs_uri"], doc)
+                if not isinstance(exc, UnsafeFolder):  # (else its reason says why not)
+                    outputs.check_folder(self.outputs_root, job)
+                    outputs.write_manifest(job["outputs_uri"], doc)
+            except UnsafeFolder as refused:
+                log.warning("job %d: no error manifest written: %s", job["id"], refused)
             except (OSError, TransientError, StorageError, outputs.AlreadyPublished):
                 log.exception("could not write the error manifest of job %d", job["id"])
         elif state == "queued":
@@ -605,3 +717,6 @@ def _id_ranges(ids: list[int]) -> str:
 
 FLEET_MEMORY_S = 86_400.0  # runners seen this recently count as able to come back
 MEASURED_TTL_S = 30.0  # how long a runner trusts its copy of the measured costs
+PROBE_FIRST_S = 0.5  # first wait between probes of outputs that cannot be written ...
+PROBE_MAX_S = 30.0  # ... doubling up to this
+STOPPING = "stopping so that no outputs are overwritten"

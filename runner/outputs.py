@@ -2,12 +2,15 @@
 
 A job's outputs count only once ``manifest.json`` exists, so a reader that sees the
 manifest sees every artifact it lists, whole. A re-run after a crash rewrites the
-same names in the same folder.
+same names in the same folder; a published (succeeded) manifest is never replaced, and
+a folder holding another job's manifest is never written into (``check_folder``).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +21,7 @@ import numpy as np
 import orjson
 
 from storage import objects
-from storage.errors import InputError
+from storage.errors import InputError, TransientError, UnsafeFolder
 
 HOST = platform.node()
 MEDIA_TYPES = {
@@ -46,6 +49,125 @@ class Written:
 
 class AlreadyPublished(Exception):
     """The job's outputs hold a succeeded manifest already (an earlier attempt's)."""
+
+
+class ForeignOutputs(UnsafeFolder):
+    """The job's folder holds another job's manifest: ids restarted (the database was
+    replaced or deleted), and writing would overwrite that job's results."""
+
+
+class OutputsUnavailable(Exception):
+    """Writing the outputs failed because of the storage (read-only, full, unreachable),
+    not the job: the job goes back to the queue without using an attempt."""
+
+
+# Errors of the outputs' storage that pass once an admin or the network fixes it: a
+# read-only or full disk, a lost mount or NFS server, permissions being repaired, the
+# outputs folder replaced by something else for a while.
+OUTAGE_ERRNOS = frozenset({
+    errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOTDIR, errno.EACCES,
+    errno.EPERM, errno.ESTALE, errno.ENOTCONN,
+})  # fmt: skip
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc``, raised while writing outputs, is the storage's passing trouble
+    (these errnos locally; what botocore's retries left of an S3 outage) rather than a
+    permanent refusal (``StorageError``) or a bug."""
+    if isinstance(exc, TransientError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in OUTAGE_ERRNOS
+
+
+MANIFEST_LIMIT = 1 << 24
+
+
+def check_folder(root: str, job: dict[str, Any]) -> dict[str, Any] | None:
+    """Make sure the job's folder may be written into, before anything is; returns the
+    manifest an earlier attempt of this very job left there (None: none).
+
+    The folder must be a real directory inside the outputs ``root`` (no symbolic link:
+    ``objects.ensure_folder``) and hold no other job's manifest: ids restart when the
+    database is replaced, and the new job 1 must not overwrite the old job 1's results.
+    A job is known by its id, source (URI, sha256, entry) and the time it was queued.
+    Raises ``UnsafeFolder`` (``ForeignOutputs`` for another job's manifest), with the
+    reason. Temp files that killed writers left there are removed.
+    """
+    folder = job["outputs_uri"]
+    if objects.ensure_folder(root, folder):
+        return None  # made just now: empty
+    data = _manifest_bytes(folder)
+    doc: Any = None
+    if data is not None:
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            doc = "not JSON"
+        if not (isinstance(doc, dict) and _same_job(doc, job)):
+            raise ForeignOutputs(_foreign(folder, doc))
+    objects.remove_leftovers(folder)
+    return doc
+
+
+def _manifest_bytes(folder: str) -> bytes | None:
+    """The manifest in ``folder`` as it is (None: there is none). A local one is opened
+    without following a symbolic link (b"": something that is not a manifest is there)."""
+    uri = objects.join(folder, "manifest.json")
+    if objects.is_s3(uri):
+        try:
+            return objects.read(uri, MANIFEST_LIMIT, what="manifest")
+        except InputError:  # no such key
+            return None
+    try:
+        fd = os.open(uri, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symbolic link
+            return b""
+        raise
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read(MANIFEST_LIMIT)
+    except IsADirectoryError:
+        return b""
+
+
+def _same_job(doc: dict[str, Any], job: dict[str, Any]) -> bool:
+    source, timings = doc.get("source"), doc.get("timings")
+    if not isinstance(source, dict) or not isinstance(timings, dict):
+        return False
+    entry = job["source_entry"] if job["source_entry"] >= 0 else None
+    return (
+        doc.get("job_id") == job["id"]
+        and source.get("uri") == job["source_uri"]
+        and source.get("sha256") == job["source_sha256"]
+        and source.get("entry") == entry
+        and _instant(timings.get("queued_at")) == job["created_at"]
+    )
+
+
+def _instant(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _foreign(folder: str, doc: Any) -> str:
+    again = "the database may have been replaced; move that folder away, then retry the job"
+    if not isinstance(doc, dict):
+        return (
+            f"outputs folder {folder} holds a manifest.json that is not a job's manifest; {again}"
+        )
+    source: dict[str, Any] = doc["source"] if isinstance(doc.get("source"), dict) else {}
+    timings: dict[str, Any] = doc["timings"] if isinstance(doc.get("timings"), dict) else {}
+    entry = f" entry {source['entry']}" if source.get("entry") is not None else ""
+    return (
+        f"outputs folder {folder} holds the results of another job (job {doc.get('job_id')},"
+        f" {doc.get('state')}, source {source.get('uri')}{entry}, queued"
+        f" {timings.get('queued_at')}); {again}"
+    )
 
 
 def write_artifact(folder: str | Path, name: str, data: bytes) -> Written:
@@ -117,7 +239,7 @@ def manifest(
         "params": job["params"],
         "seed": job["seed"],
         "attempt": job["attempts"],
-        "inputs": {k: v for k, v in job["inputs"].items() if not str(v).startswith("data:")},
+        "inputs": _inputs(job["inputs"]),
         "output_format": job["output_format"],
         "timings": {
             "queued_at": created,
@@ -136,17 +258,46 @@ def manifest(
     }
 
 
+def _inputs(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The job's inputs for its manifest, each inline picture (a ``data:`` URI, alone or
+    in a list such as ``images``) replaced by a short note of what it was: a manifest
+    must not carry megabytes of base64 per job."""
+    hashes = inputs.get("image_sha256") or []
+
+    def note(value: Any, sha: Any = None) -> Any:
+        if not (isinstance(value, str) and value.startswith("data:")):
+            return value
+        head, _, payload = value.partition(",")
+        size = len(payload) * 3 // 4 - (len(payload) - len(payload.rstrip("=")))
+        kind = head[len("data:") :].split(";")[0] or "data"
+        return f"(inline {kind}, {size} bytes" + (f", sha256 {sha})" if sha else ")")
+
+    out: dict[str, Any] = {}
+    for key, value in inputs.items():
+        if key == "images" and isinstance(value, list):
+            shas = hashes if isinstance(hashes, list) and len(hashes) == len(value) else []
+            out[key] = [note(v, shas[i] if shas else None) for i, v in enumerate(value)]
+        elif isinstance(value, list):
+            out[key] = [note(v) for v in value]
+        else:
+            out[key] = note(value)
+    return out
+
+
 def write_manifest(folder: str | Path, doc: dict[str, Any]) -> None:
+    """Write the manifest, last. A published result is never replaced, locally as on S3:
+    the first succeeded manifest wins (created only if absent: If-None-Match on S3, a
+    hard link locally) and later ones raise ``AlreadyPublished``. An error manifest may
+    be replaced (on S3 only the version read, If-Match, so two writers cannot both
+    think they replaced it; locally the last writer wins).
+
+    Strict JSON: orjson writes NaN and infinities as null, and numpy values through
+    ``default`` as text, so no reader meets a NaN token.
+    """
     # orjson: the stdlib encoder falls back to pure Python whenever it indents, and that
     # was a quarter of a no-work job's cost in bench/queue.py.
     data = orjson.dumps(doc, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     uri = objects.join(str(folder), "manifest.json")
-    if not objects.is_s3(uri):
-        objects.write(uri, data)
-        return
-    # On S3 a published result is never replaced: the first succeeded manifest wins
-    # (If-None-Match: *); an error manifest may be replaced, but only the version we read
-    # (If-Match), so two writers cannot both think they replaced it.
     try:
         objects.write(uri, data, if_absent=True, content_type="application/json")
         return

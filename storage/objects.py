@@ -11,6 +11,7 @@ bucket and key.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import posixpath
@@ -21,8 +22,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from storage.errors import InputError, TransientError
-from storage.local import read_limited, write_atomic
+from storage.errors import InputError, StorageError, TransientError
+from storage.local import (
+    ensure_real_folder,
+    read_limited,
+    remove_stale_temps,
+    write_atomic,
+    write_new,
+)
 
 MULTIPART_THRESHOLD = 16 * 2**20  # larger artifacts go through boto3's managed multipart
 _TRANSIENT_CODES = {
@@ -30,10 +37,6 @@ _TRANSIENT_CODES = {
     "RequestTimeout", "RequestTimeTooSkewed", "500", "502", "503", "504",
 }  # fmt: skip
 _local = threading.local()
-
-
-class StorageError(Exception):
-    """A permanent storage failure (no such bucket, access denied): retrying won't help."""
 
 
 class Conflict(Exception):
@@ -187,13 +190,19 @@ def write(uri: str, data: bytes, *, if_absent: bool = False, if_match: str | Non
           content_type: str | None = None) -> None:  # fmt: skip
     """Write the whole object: readers see the old one or the new one, never a part.
 
-    ``if_absent``: only if nothing is there (S3 If-None-Match: *); ``if_match``: only if
-    the object still has this ETag. Either raises ``Conflict`` otherwise.
+    ``if_absent``: only if nothing is there (S3 If-None-Match: *; locally a hard link,
+    which the kernel refuses over an existing name); ``if_match``: only if the object
+    still has this ETag. Either raises ``Conflict`` otherwise. A local file has no
+    version to match: ``if_match`` replaces it whatever it holds now.
     """
     if not is_s3(uri):
-        if if_absent and os.path.exists(uri):
-            raise Conflict(f"writing {uri}: it exists already")
-        write_atomic(uri, data)
+        if not if_absent:
+            write_atomic(uri, data)
+            return
+        try:
+            write_new(uri, data)
+        except FileExistsError:
+            raise Conflict(f"writing {uri}: it exists already") from None
         return
     bucket, key = split(uri)
     extra: dict[str, Any] = {}
@@ -231,3 +240,40 @@ def listing(prefix_uri: str, *, start_after: str | None = None) -> Iterator[Obje
                                  obj.get("LastModified"))  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - mapped
         raise _fail(exc, prefix_uri, "listing") from exc
+
+
+def ensure_folder(root: str, folder: str) -> bool:
+    """Make sure ``folder`` (a job's outputs folder under the outputs ``root``) may be
+    written into, before anything is: locally a real directory inside ``root``, made if
+    missing, with no symbolic link below ``root`` (``storage.local.ensure_real_folder``);
+    True when this call created it, so it holds nothing yet. An ``s3://`` prefix has no
+    links or folders to check: False (it may hold earlier objects).
+
+    Raises ``UnsafeFolder`` (a ``StorageError``: permanent) naming what is in the way,
+    or the OSError of an unreachable root (storage trouble: transient).
+    """
+    if is_s3(folder):
+        return False
+    return ensure_real_folder(root, folder)
+
+
+def remove_leftovers(folder: str) -> list[str]:
+    """Remove what killed writers left in ``folder`` (stale temp files; see
+    ``storage.local.remove_stale_temps``); an ``s3://`` prefix has none (S3 writes whole
+    objects). Returns the names removed."""
+    if is_s3(folder):
+        return []
+    return remove_stale_temps(folder)
+
+
+def probe(root: str) -> None:
+    """Write a small object under ``root`` the way outputs are written, raising what
+    that raises: how a runner paused by a storage outage sees that it is over."""
+    if is_s3(root):  # one key, overwritten each time: nothing accumulates
+        write(join(root, ".gen3d-probe"), b"probe\n", content_type="text/plain")
+        return
+    path = join(root, f".gen3d-probe.{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):  # a crashed earlier probe's
+        os.unlink(path)
+    write_new(path, b"probe\n")  # the manifest's way: a temp file, then a hard link
+    os.unlink(path)

@@ -1,8 +1,10 @@
 """A runner survives its PostgreSQL server restarting mid-run: nothing lost, nothing run
-twice to success. Needs a local cluster this machine controls (pg_ctlcluster)."""
+twice to success (needs a local cluster this machine controls: pg_ctlcluster). A runner
+whose SQLite file is deleted or replaced under it stops instead of carrying on."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from db.engine import Database, create
+from db.migrate import upgrade
 from tests.test_leases import _enqueue, _log, _runner, _states, _wait
 from tests.test_many_runners import _events_per_job
 
@@ -87,3 +90,51 @@ def test_a_claim_on_a_dropped_connection_fails_as_sqlalchemy_does(
     with pg_db.statement() as conn:
         assert queue.finish(conn, ids[:2], owner="r") == ids[:2]
     assert _states(pg_db) == {"succeeded": 2, "queued": 1}
+
+
+def _sqlite_db(path: Path) -> tuple[Database, str]:
+    url = f"sqlite:///{path}"
+    db = Database(create(url))
+    upgrade(db)
+    return db, url
+
+
+def _remove_sqlite(path: Path) -> None:
+    """As an admin's ``rm var/gen3d.sqlite3*`` would."""
+    for p in path.parent.glob(path.name + "*"):
+        p.unlink()
+
+
+def test_a_runner_whose_sqlite_file_is_deleted_stops_with_the_reason(tmp_path: Path) -> None:
+    path = tmp_path / "gen3d.sqlite3"
+    db, url = _sqlite_db(path)
+    _enqueue(db, 2)
+    proc = _runner(url)
+    _wait(lambda: _states(db) == {"succeeded": 2})
+    db.dispose()
+    _remove_sqlite(path)
+    assert proc.wait(timeout=30) == 1, _log(proc)
+    assert (
+        f"database file {path} was deleted while this process used it; stopping so that no"
+        " outputs are overwritten"
+    ) in _log(proc)
+
+
+def test_a_runner_whose_sqlite_file_is_replaced_by_a_fresh_database_stops(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "gen3d.sqlite3"
+    db, url = _sqlite_db(path)
+    _enqueue(db, 2)
+    proc = _runner(url)
+    _wait(lambda: _states(db) == {"succeeded": 2})
+    db.dispose()
+    fresh, _ = _sqlite_db(tmp_path / "fresh.sqlite3")
+    fresh.dispose()
+    _remove_sqlite(path)
+    os.replace(tmp_path / "fresh.sqlite3", path)
+    assert proc.wait(timeout=30) == 1, _log(proc)
+    assert (
+        f"database file {path} was replaced by another file while this process used it;"
+        " stopping so that no outputs are overwritten"
+    ) in _log(proc)

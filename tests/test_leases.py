@@ -3,20 +3,26 @@ runner processes killed and stopped mid-batch."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select, text
 
+from config import Settings
 from db import queue, runners
-from db.engine import Database
+from db.engine import Database, create
+from db.migrate import upgrade
 from db.models import job_events
+from runner.loop import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = "/out/"
@@ -116,6 +122,49 @@ def test_release_hands_jobs_back_without_counting_the_attempt(db: Database) -> N
     with db.read() as conn:
         assert {queue.get_job(conn, i)["attempts"] for i in ids} == {0}  # type: ignore[index]
     assert _states(db) == {"queued": 2}
+
+
+def test_postpone_hands_jobs_back_after_the_back_off_without_counting_the_attempt(
+    db: Database,
+) -> None:
+    ids = _enqueue(db, 2)
+    _claim(db, "r", 2)
+    why = "outputs unavailable: OSError: [Errno 30] Read-only file system"
+    with db.write() as conn:
+        assert sorted(queue.postpone(conn, ids, owner="r", reason=why, retry_in_s=60)) == ids
+        assert queue.postpone(conn, ids, owner="r", reason=why, retry_in_s=60) == []
+        clock = queue.now(conn)
+        jobs = [queue.get_job(conn, i) for i in ids]
+        last = queue.events(conn, ids[0])[-1]
+    assert {(j["state"], j["attempts"]) for j in jobs if j} == {("queued", 0)}
+    assert all(j and (j["run_after"] - clock).total_seconds() > 50 for j in jobs)
+    assert (last["from_state"], last["to_state"], last["detail"]) == ("running", "queued", why)
+    assert _claim(db, "r", 2) == []  # not before the back-off
+
+
+def test_a_job_taken_from_a_runner_is_reported_once_not_at_every_beat(
+    sqlite_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = sqlite_settings.model_copy(
+        update={"runner": sqlite_settings.runner.model_copy(
+            update={"heartbeat_s": 0.05, "poll_interval_s": 0.02})}
+    )  # fmt: skip
+    db = Database(create(settings.database_url))
+    upgrade(db)
+    (jid,) = _enqueue(db, 1, sleep_s=1.5)
+    runner = Runner(settings, db)
+    caplog.set_level(logging.WARNING, logger="gen3d.runner")
+    worker = threading.Thread(target=runner.run, kwargs={"until_idle": True})
+    worker.start()
+    _wait(lambda: _states(db).get("running", 0) == 1)
+    with db.write() as conn:
+        queue.cancel(conn, [jid])
+    worker.join(timeout=30)
+    taken = [r for r in caplog.records if "taken from this runner" in r.getMessage()]
+    assert [r.getMessage() for r in taken] == [
+        f"jobs [{jid}] were taken from this runner; abandoning them"
+    ]
+    assert _states(db) == {"cancelled": 1}
 
 
 def test_silent_runner_is_declared_gone_and_a_beating_one_is_not(db: Database) -> None:

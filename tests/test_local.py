@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.local import write_atomic
+from storage.local import write_atomic, write_new
 
 
 def test_write_atomic_replaces_whole_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -32,3 +32,22 @@ def test_write_atomic_into_a_file_path_fails_cleanly(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         write_atomic(tmp_path / "a" / "b.json", b"{}")
     assert sorted(os.listdir(tmp_path)) == ["a"]
+
+
+def test_write_new_without_hard_links_still_creates_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filesystem that refuses hard links (vfat, some network mounts) gets the same
+    answers, through a check and a rename."""
+    import errno
+
+    def no_links(src: str, dst: str) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted", dst)
+
+    monkeypatch.setattr(os, "link", no_links)
+    target = tmp_path / "manifest.json"
+    write_new(target, b"first")
+    with pytest.raises(FileExistsError):
+        write_new(target, b"second")
+    assert target.read_bytes() == b"first"
+    assert sorted(os.listdir(tmp_path)) == ["manifest.json"]

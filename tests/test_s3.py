@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -464,3 +465,66 @@ def test_a_poison_object_does_not_stall_a_running_bucket_ingester(
         ing.stop()
     states = {r["source_uri"].rsplit("/", 1)[1]: r["state"] for r in _rows(db)}
     assert states == {"poison.json": "rejected", "later.json": "queued"}
+
+
+def _noop_jobs(db: Database, settings: Settings, n: int) -> list[int]:
+    new = [
+        queue.NewJob(task="mesh", model="builtin-noop", source_uri="file:///t.json",
+                     source_sha256="ab" * 32, source_entry=i, inputs={"prompt": "x"})
+        for i in range(n)
+    ]  # fmt: skip
+    with db.write() as conn:
+        return [e.id for e in queue.enqueue_file(conn, new, settings.outputs_root)]
+
+
+def test_an_s3_outage_hands_jobs_back_without_using_attempts(
+    tmp_path: Path, db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 gone (its server stopped): what botocore's retries leave is a TransientError, and
+    the jobs wait in the queue, attempts unspent, while the runner probes the bucket."""
+    server, url = moto_server()
+    try:
+        for key, value in {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "test",
+                           "AWS_SECRET_ACCESS_KEY": "test",
+                           "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+            monkeypatch.setenv(key, value)
+        objects.reset_clients()
+        objects.client().create_bucket(Bucket="gen3d-outage")
+        settings = load_settings(
+            env={}, database_url=db_url, inbox=str(tmp_path / "inbox"),
+            outputs="s3://gen3d-outage/out", runner={"retry_base_s": 0.05, "poll_interval_s": 0.02},
+        )  # fmt: skip
+        ids = _noop_jobs(db, settings, 3)
+        server.terminate()
+        server.wait(timeout=10)
+        runner = Runner(settings, db)
+        worker = threading.Thread(target=runner.run, kwargs={"until_idle": True})
+        worker.start()
+        deadline = time.monotonic() + 60
+        while runner.stats.postponed < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # the runner probes, and claims nothing meanwhile
+        runner.stop.set()
+        worker.join(timeout=60)
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+        objects.reset_clients()
+    jobs = _rows(db)
+    assert [(j["state"], j["attempts"]) for j in jobs] == [("queued", 0)] * len(ids)
+    assert runner.stats.claimed == len(ids)  # one claim each, no spinning
+    with db.read() as conn:
+        detail = queue.events(conn, ids[0])[-1]["detail"]
+    assert "TransientError" in detail and "EndpointConnectionError" in detail
+
+
+def test_a_missing_output_bucket_still_fails_jobs_at_once(
+    tmp_path: Path, db: Database, db_url: str, aws: None
+) -> None:
+    settings = load_settings(env={}, database_url=db_url, inbox=str(tmp_path / "inbox"),
+                             outputs="s3://no-such-bucket-here/out")  # fmt: skip
+    (jid,) = _noop_jobs(db, settings, 1)
+    Runner(settings, db).run(until_idle=True)
+    (job,) = _rows(db)
+    assert (job["state"], job["attempts"]) == ("failed", 1)
+    assert "bucket 'no-such-bucket-here' does not exist" in job["error"]
