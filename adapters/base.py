@@ -95,6 +95,9 @@ class Adapter:
     # Which of those a job must give (e.g. texturing needs both a mesh and a picture);
     # a chained stage gets its mesh from the stage before and the job's own picture.
     requires: ClassVar[tuple[str, ...]] = ()
+    # How many of a job's pictures the model looks at (None: all of them). The runner
+    # reads only those: a job naming one large picture sixteen times costs one read.
+    images_used: ClassVar[int | None] = None
     Params: ClassVar[type[BaseModel]] = NoParams
     version: ClassVar[str] = "0"
 

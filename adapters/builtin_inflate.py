@@ -383,6 +383,7 @@ class InflateAdapter(Adapter):
 
     tasks = ("mesh",)
     accepts = ("image",)
+    images_used = 1  # the first picture
     Params = InflateParams
     version = "1"
 

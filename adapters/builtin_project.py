@@ -592,6 +592,7 @@ class ProjectAdapter(Adapter):
 
     tasks = ("texture",)
     accepts = ("mesh", "image")
+    images_used = 1  # the first picture
     requires = ("mesh", "image")
     Params = ProjectParams
     version = "1"

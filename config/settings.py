@@ -76,6 +76,9 @@ class RunnerSettings(_Section):
     max_attempts: int = Field(3, ge=1)
     retry_base_s: float = Field(2.0, ge=0)
     retry_max_s: float = Field(300.0, ge=0)
+    # A batch whose pictures together pass this runs in parts: a batch of eight jobs
+    # each naming a 46 MB picture must not hold them all (and their decodes) at once.
+    max_batch_input_bytes: int = Field(1 << 30, gt=0)
     # A job whose outputs could not be written because the storage was out goes back to
     # the queue without using an attempt, runnable again after this long; meanwhile the
     # runner claims nothing until a probe of the outputs succeeds.

@@ -35,7 +35,7 @@ from runner.residency import Residency
 from storage import objects
 from storage.errors import InputError, StorageError, TransientError, UnsafeFolder
 from storage.meshes import export_mesh
-from storage.uris import display_name, read_mesh, read_uri
+from storage.uris import display_name, read_checked, read_mesh
 
 log = logging.getLogger("gen3d.runner")
 T = TypeVar("T")
@@ -469,26 +469,32 @@ class Runner:
             self._record([_Outcome(j, exc) for j in jobs], model=model_info, timings={})
             return
         model_info.update(version=adapter.version, device=adapter.device)
-        ready: list[tuple[dict[str, Any], Item]] = []
+        # Inputs are read per job, each distinct one once (the same picture named by
+        # many jobs, or many times by one, is one read and one copy in memory), and the
+        # batch runs in parts whose inputs stay within runner.max_batch_input_bytes.
+        budget = self.settings.runner.max_batch_input_bytes
         outcomes: list[_Outcome] = []
+        part: list[tuple[dict[str, Any], Item]] = []
+        inputs = _Inputs(self.settings.limits, type(adapter).images_used)
+        measurement: dict[str, Any] | None = None
+        infer_s = 0.0
         for job in jobs:
             try:
-                ready.append((job, self._item(job)))
+                item = self._item(job, inputs)
             except InputError as exc:
                 outcomes.append(_Outcome(job, exc))
-        infer_s = 0.0
-        measurement: dict[str, Any] | None = None
-        if ready:
-            items = [it for _, it in ready]
-            gpus.reset_peak(slot.device)
-            t0 = time.perf_counter()
-            results = self.residency.infer(adapter, spec, slot, items)
-            batch_s = time.perf_counter() - t0
-            infer_s = batch_s / len(ready)
-            if not any(isinstance(r, BaseException) for r in results):
-                measurement = self.residency.measure(spec, slot, batch_s, len(items))
-            for (job, _), res in zip(ready, results, strict=True):
-                outcomes.append(self._write(job, res, model_info, load_s, infer_s))
+                continue
+            if part and inputs.held > budget:
+                ran, measured, infer_s = self._infer(spec, slot, adapter, part, model_info, load_s)
+                outcomes += ran
+                measurement = measured or measurement
+                part = []
+                inputs.keep_only(item)
+            part.append((job, item))
+        if part:
+            ran, measured, infer_s = self._infer(spec, slot, adapter, part, model_info, load_s)
+            outcomes += ran
+            measurement = measured or measurement
         self._record(
             outcomes,
             model=model_info,
@@ -496,22 +502,48 @@ class Runner:
             measurement=measurement,
         )
 
-    def _item(self, job: dict[str, Any]) -> Item:
-        inputs = job["inputs"]
+    def _infer(
+        self,
+        spec: ModelSpec,
+        slot: placement.Slot,
+        adapter: Adapter,
+        part: list[tuple[dict[str, Any], Item]],
+        model_info: dict[str, Any],
+        load_s: float,
+    ) -> tuple[list[_Outcome], dict[str, Any] | None, float]:
+        """Run one part of a batch and write its outputs: the outcomes, the cost row to
+        record (None when a job failed: a failed batch's time says little), seconds a job."""
+        items = [it for _, it in part]
+        gpus.reset_peak(slot.device)
+        t0 = time.perf_counter()
+        results = self.residency.infer(adapter, spec, slot, items)
+        batch_s = time.perf_counter() - t0
+        infer_s = batch_s / len(items)
+        measurement = None
+        if not any(isinstance(r, BaseException) for r in results):
+            measurement = self.residency.measure(spec, slot, batch_s, len(items))
+        outcomes = [self._write(job, res, model_info, load_s, infer_s)
+                    for (job, _), res in zip(part, results, strict=True)]  # fmt: skip
+        return outcomes, measurement, infer_s
+
+    def _item(self, job: dict[str, Any], inputs: _Inputs) -> Item:
+        given = job["inputs"]
         limits = self.settings.limits
-        images = inputs.get("images", [])
-        mesh_uri = inputs.get("mesh")
+        images = given.get("images", [])
+        mesh_uri = given.get("mesh")
+        used = images if inputs.images_used is None else images[: inputs.images_used]
         return Item(
             job_id=job["id"],
             task=job["task"],
             params=job["params"],
             seed=job["seed"],
-            prompt=inputs.get("prompt"),
-            images=[read_uri(u, limits.max_picture_bytes, what="image") for u in images],
-            image_names=[display_name(u) for u in images],
+            prompt=given.get("prompt"),
+            images=inputs.pictures(job, used),
+            image_names=[display_name(u) for u in used],
             mesh=read_mesh(mesh_uri, max_bytes=limits.max_mesh_bytes,
                            max_faces=limits.max_mesh_faces,
-                           max_pixels=limits.max_picture_pixels) if mesh_uri else None,
+                           max_pixels=limits.max_picture_pixels,
+                           expect_sha256=given.get("mesh_sha256")) if mesh_uri else None,
             mesh_name=display_name(mesh_uri) if mesh_uri else None,
         )  # fmt: skip
 
@@ -720,3 +752,35 @@ MEASURED_TTL_S = 30.0  # how long a runner trusts its copy of the measured costs
 PROBE_FIRST_S = 0.5  # first wait between probes of outputs that cannot be written ...
 PROBE_MAX_S = 30.0  # ... doubling up to this
 STOPPING = "stopping so that no outputs are overwritten"
+
+
+class _Inputs:
+    """The pictures of one part of a batch: each distinct one (URI and recorded sha256)
+    read once, through ``read_checked`` (no link since ingest, the bytes ingest hashed),
+    and shared by every job that names it; ``held`` is the bytes held so far."""
+
+    def __init__(self, limits: Any, images_used: int | None) -> None:
+        self._limit = limits.max_picture_bytes
+        self.images_used = images_used
+        self._read: dict[tuple[str, str | None], bytes] = {}
+        self.held = 0
+
+    def pictures(self, job: dict[str, Any], uris: list[str]) -> list[bytes]:
+        hashes = job["inputs"].get("image_sha256") or [None] * len(uris)
+        out = []
+        for n, uri in enumerate(uris):
+            key = (uri, hashes[n] if n < len(hashes) else None)
+            data = self._read.get(key)
+            if data is None:
+                what = "image" if len(uris) == 1 else f"images[{n}]"
+                data = read_checked(uri, self._limit, sha256=key[1], what=what)
+                self._read[key] = data
+                self.held += len(data)
+            out.append(data)
+        return out
+
+    def keep_only(self, item: Item) -> None:
+        """A new part starts with ``item``: forget the pictures only the last part used."""
+        keep = {id(data) for data in item.images}
+        self._read = {k: v for k, v in self._read.items() if id(v) in keep}
+        self.held = sum(len(v) for v in self._read.values())

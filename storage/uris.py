@@ -6,11 +6,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import posixpath
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from config.text import printable
 from storage.errors import InputError
 from storage.local import confined, read_limited
 from storage.pictures import DEFAULT_MAX_PIXELS
@@ -46,6 +48,32 @@ def read_uri(uri: str, limit: int, *, what: str = "input") -> bytes:
 
         return objects.read(uri, limit, what=what)
     return read_limited(local_path(uri), limit, what=what)
+
+
+def read_checked(uri: str, limit: int, *, sha256: str | None, what: str = "input") -> bytes:
+    """An input as a runner reads it, long after ingest checked it. Ingest recorded a
+    local input by its real path (every link resolved, inside the job file's folder):
+    that path must still be real (no link put anywhere along it since), and whatever
+    the URI holds now must have the sha256 recorded at ingest. A picture swapped for
+    another, or for a link to one elsewhere, between ingest and run fails the job; it is
+    never used in the recorded one's place."""
+    if uri.startswith("file://") or "://" not in uri and not uri.startswith("data:"):
+        path = os.path.normpath(local_path(uri))
+        real = os.path.realpath(path)
+        if real != path:
+            raise InputError(
+                f"{what} {display_name(uri)!r} is now reached through a symbolic link (it"
+                f" leads to {printable(real)}); it was not read"
+            )
+        data = read_limited(path, limit, what=what)
+    else:
+        data = read_uri(uri, limit, what=what)
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise InputError(
+            f"{what} {display_name(uri)!r} changed after the job was ingested (it is not the"
+            " picture whose sha256 was recorded then); submit the job again to use it"
+        )
+    return data
 
 
 def read_mesh(

@@ -1,4 +1,5 @@
-"""Adapters that fail on purpose, to exercise the runner's error handling."""
+"""Adapters that fail on purpose, to exercise the runner's error handling, and one that
+records what the runner hands it."""
 
 from __future__ import annotations
 
@@ -48,3 +49,21 @@ class AlwaysOutOfMemory(Adapter):
 
     def run_batch(self, items: list[Item]) -> list[Result | BaseException]:
         raise OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+
+class Recorder(Adapter):
+    """Succeeds, and remembers every batch it was given (the items themselves), so a
+    test can see how the runner read and grouped the inputs."""
+
+    tasks = ("mesh",)
+    accepts = ("image", "prompt", "mesh")
+    images_used: int | None = 1  # type: ignore[assignment]
+    batches: list[list[Item]] = []  # noqa: RUF012 - a test reads and clears it
+
+    def run_batch(self, items: list[Item]) -> list[Result | BaseException]:
+        Recorder.batches.append(list(items))
+        return [Result(info={"pictures": len(it.images)}) for it in items]
+
+
+class RecordsEveryPicture(Recorder):
+    images_used = None
