@@ -128,12 +128,15 @@ class Ingester:
 
     def read_path(self, path: Path, *, move: bool, grace: bool) -> Read | IngestResult:
         """Read and check one job file: the rows to make, or a result when there is
-        nothing to store (gone, or not whole yet). Raises only ``TransientError``."""
+        nothing to store yet: gone, not whole yet, or "retry" when storage it refers to
+        answered "later" (that file waits; the files beside it go on)."""
         path = path.absolute()
         try:
             return self._read_path(path, move=move, grace=grace)
-        except TransientError:
-            raise
+        except TransientError as exc:
+            log.warning("%s: %s; it stays for the next look", _name(path.as_uri()),
+                        _why(exc, ""))  # fmt: skip
+            return IngestResult(path, "retry")
         except Exception as exc:  # noqa: BLE001 - nothing about one file may stall the rest
             return self._unforeseen(path, path.as_uri(), exc)
 
@@ -453,6 +456,8 @@ class Ingester:
                     else "ingest.s3_allow"
                 )
                 raise InputError(f"{what} {ref!r}: s3:// inputs outside {where} are not allowed")
+            if ref.endswith("/"):
+                raise InputError(f"{what} {ref!r} names a folder, not an object")
             target = ref
         elif "://" in ref:
             raise InputError(

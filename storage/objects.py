@@ -113,8 +113,10 @@ def reset_clients() -> None:
 
 def _fail(exc: Exception, uri: str, doing: str) -> Exception:
     """Map a botocore error to ours, naming the bucket and key."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
+    if isinstance(exc, ParamValidationError):  # e.g. an empty key: the name's fault
+        return InputError(f"{doing} {uri}: not an S3 object name botocore accepts: {exc}")
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
