@@ -180,15 +180,20 @@ def ingest(app: App, once: bool) -> None:
             return
         results = ingester.scan(grace=False)
         made = sum(1 for r in results for e in r.jobs if e.created)
-        click.echo(f"{len(results)} file(s), {made} new job(s)")
+        later = sum(1 for r in results if r.status in ("retry", "deferred"))
+        left = f", {later} left for a later scan (storage did not answer)" if later else ""
+        click.echo(f"{len(results)} file(s), {made} new job(s){left}")
         return
     stop = threading.Event()
     _stop_on_signals(stop)
     watcher = _watcher(app, ingester)
     watcher.start()
     click.echo(f"watching {_inbox_name(app)} (Ctrl-C to stop)", err=True)
-    stop.wait()
+    while not stop.wait(0.5) and watcher.error is None:
+        pass
     watcher.stop()
+    if watcher.error is not None:  # e.g. its SQLite file was deleted or replaced
+        raise click.ClickException(watcher.error)
 
 
 def _bucket(app: App, ingester: Any, on_result: Any = None) -> Any:
@@ -247,7 +252,7 @@ def run(app: App, until_idle: bool, max_jobs: int | None) -> None:
 def _run(runner: Any, **kw: Any) -> Any:
     """The runner's loop; a runner that stopped because its database file went away
     exits non-zero with the reason."""
-    from runner.loop import DatabaseReplaced
+    from db.engine import DatabaseReplaced
 
     try:
         return runner.run(**kw)

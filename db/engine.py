@@ -115,6 +115,11 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
 
 
+class DatabaseReplaced(RuntimeError):
+    """The SQLite file this process started on was deleted or replaced under it: the
+    process stops rather than write rows (or outputs by job id) nobody will read."""
+
+
 @dataclass
 class Database:
     """One database: an engine for reads and the same pool marked for writes."""

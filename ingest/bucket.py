@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from db import cursors, queue
+from db.engine import DatabaseReplaced
 from ingest.ingester import JOB_SUFFIXES, TEMP_SUFFIXES, Ingester, IngestResult, Read
 from storage import objects
 from storage.errors import TransientError
@@ -91,6 +92,7 @@ class BucketIngester:
         self._deferred: dict[str, float] = {}  # uri -> when first deferred
         self._deferred_lock = threading.Lock()
         self._stop = threading.Event()
+        self.error: str | None = None  # why it stopped by itself (the database was replaced)
         # One thread lists and retries deferred objects; ``ingest.sqs_consumers`` threads
         # receive, each up to ten messages at a time, so a burst drains in parallel.
         self._loop_thread = threading.Thread(target=self._loop, name="gen3d-bucket", daemon=True)
@@ -133,15 +135,25 @@ class BucketIngester:
                 self._retry_deferred()
                 # Wake at least this often: a consumer may defer an object meanwhile.
                 self._stop.wait(min(RETRY_DEFERRED_S, max(next_list - time.monotonic(), 0.0)))
+            except DatabaseReplaced as exc:
+                self._fail(exc)
             except Exception as exc:  # noqa: BLE001 - a bad moment must not end ingestion
                 _hiccup(exc)
                 self._stop.wait(2.0)
+
+    def _fail(self, exc: DatabaseReplaced) -> None:
+        if self.error is None:
+            self.error = str(exc)
+            log.error("%s", exc)
+        self._stop.set()
 
     def _consume(self) -> None:
         while not self._stop.is_set():
             try:
                 if self.poll(wait_s=self.settings.sqs_wait_s) == 0 and not self.settings.sqs_wait_s:
                     self._stop.wait(SHORT_POLL_PAUSE_S)  # short polling: no busy loop
+            except DatabaseReplaced as exc:
+                self._fail(exc)
             except Exception as exc:  # noqa: BLE001 - a bad moment must not end ingestion
                 if self._stop.is_set():
                     return

@@ -38,13 +38,13 @@ from config import Settings
 from config.registry import ModelSpec
 from config.text import printable
 from db import queue
-from db.engine import Database
+from db.engine import Database, DatabaseReplaced
 from ingest.jobfile import Entry, JobSpec, parse
 from storage import objects
-from storage.errors import InputError, TransientError
+from storage.errors import InputError, TransientError, UnsafeFolder
 from storage.local import confined, identity, inside, read_limited
 from storage.objects import StorageError
-from storage.pictures import probe
+from storage.pictures import cut_short, probe
 from storage.uris import decode_data_uri, local_path, read_mesh_digest
 
 log = logging.getLogger("gen3d.ingest")
@@ -66,6 +66,10 @@ def is_job_file(path: Path) -> bool:
 
 class MissingInput(InputError):
     """An input named by the job file is not there (yet)."""
+
+
+class UnfinishedInput(InputError):
+    """An input is there but, by its own end marker, still being written."""
 
 
 @dataclass
@@ -250,6 +254,9 @@ class Ingester:
                 continue
             try:
                 new.extend(self._jobs(entry, base, uri, sha, grace=grace))
+            except UnfinishedInput as exc:
+                log.info("%s: %s; waiting for the rest of it", _name(uri), exc)
+                return None
             except MissingInput as exc:
                 if grace and age_s() < ingest.missing_input_grace_s:
                     log.info("%s: %s; waiting for it to arrive", _name(uri), exc)
@@ -414,8 +421,13 @@ class Ingester:
                     data = objects.read(resolved, limits.max_picture_bytes, what=what)
                 else:
                     data = read_limited(local_path(resolved), limits.max_picture_bytes, what=what)
+                    # Its hash is the job's from now on: not that of a half-written file.
+                    if grace and cut_short(data) and self._young(resolved):
+                        raise UnfinishedInput(f"{name} is not whole yet")
                 probe(data, max_pixels=limits.max_picture_pixels, name=name)
                 known = (hashlib.sha256(data).hexdigest(), None)
+            except UnfinishedInput:
+                raise
             except InputError as exc:
                 known = (None, str(exc))
             self._pictures[key] = known
@@ -425,6 +437,14 @@ class Ingester:
         if sha is None:
             raise InputError(why or f"{name} cannot be used")
         return resolved, sha
+
+    def _young(self, uri: str) -> bool:
+        """Modified within ``ingest.unfinished_grace_s``: a writer may still be at it."""
+        try:
+            mtime = os.stat(local_path(uri)).st_mtime
+        except OSError:
+            return False
+        return time.time() - mtime < self.settings.ingest.unfinished_grace_s
 
     def _version(self, uri: str, what: str) -> tuple[str, str]:
         """``uri`` and a name for the version of the input there now: its ETag, or its
@@ -510,6 +530,10 @@ class Ingester:
         refuses for what is in it (not for being away) is stored file by file, so one
         file's unstorable content is that file's rejection, not its neighbours' stall."""
         out: list[list[queue.Enqueued]] = [[] for _ in ready]
+        why = self.db.replaced() if ready else None
+        if why is not None:
+            raise DatabaseReplaced(f"{why}; ingest stopped, so that no job goes to a database"
+                                   " no runner reads")  # fmt: skip
         for batch in _packs([len(r.rows) for r in ready], ROWS_PER_TRANSACTION):
             if len(batch) == 1 and len(ready[batch[0]].rows) > ROWS_PER_TRANSACTION:
                 out[batch[0]] = self._store_alone(ready[batch[0]])
@@ -603,7 +627,13 @@ class Ingester:
         return target
 
     def _error_manifest(self, e: queue.Enqueued, job: queue.NewJob, kept_at: str) -> None:
-        target = objects.join(self.outputs_root, "rejected", str(e.id), "manifest.json")
+        folder = objects.join(self.outputs_root, "rejected", str(e.id))
+        target = objects.join(folder, "manifest.json")
+        try:
+            objects.ensure_folder(self.outputs_root, folder)  # a real folder of ours
+        except UnsafeFolder as exc:
+            log.warning("job %d: no error manifest written: %s", e.id, exc)
+            return
         if objects.head(target) is not None:
             return
         manifest: dict[str, Any] = {

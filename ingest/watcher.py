@@ -34,6 +34,7 @@ from typing import Protocol
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from db.engine import DatabaseReplaced
 from ingest import inotify
 from ingest.ingester import Ingester, IngestResult, is_job_file
 from ingest.inotify import Event
@@ -168,6 +169,7 @@ class InboxWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="gen3d-ingest", daemon=True)
         self._outage = 0.0  # seconds to wait before the next try while the database is away
+        self.error: str | None = None  # why it stopped by itself (the database was replaced)
 
     def start(self) -> None:
         self.inbox.mkdir(parents=True, exist_ok=True)
@@ -230,6 +232,9 @@ class InboxWatcher:
         saw files it has to look at again (not settled yet, or waiting for an input)."""
         try:
             results = self.ingester.scan(grace=True, settle_s=self.settle_s, looks=self._looks)
+        except DatabaseReplaced as exc:
+            self._fail(exc)
+            return False
         except Exception as exc:  # noqa: BLE001 - e.g. the database is away: next round
             self._outage = min(max(self._outage * 2, OUTAGE_S), 30.0)
             log.warning("scanning %s failed: %s; trying again in %.1f s", self.inbox,
@@ -247,6 +252,9 @@ class InboxWatcher:
             chunk = todo[start : start + BATCH]
             try:
                 results = self.ingester.ingest_paths(chunk, move=True, grace=True)
+            except DatabaseReplaced as exc:
+                self._fail(exc)
+                return
             except Exception as exc:  # noqa: BLE001 - the thread must live on
                 # The infrastructure is away (reading a file is never the reason: that is
                 # the file's rejection): these files stay and are tried again, after a
@@ -261,6 +269,11 @@ class InboxWatcher:
             self._outage = 0.0
             for result in results:
                 self._after(result)
+
+    def _fail(self, exc: DatabaseReplaced) -> None:
+        self.error = str(exc)
+        log.error("%s", exc)
+        self._stop.set()
 
     def _after(self, result: IngestResult) -> None:
         if result.status in ("deferred", "retry"):

@@ -27,8 +27,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from adapters.base import Adapter, Item, ModelUnavailable, Result
 from config import Settings
 from config.registry import ModelSpec
+from config.text import printable
 from db import costs, queue, runners
-from db.engine import Database
+from db.engine import Database, DatabaseReplaced
 from runner import gpus, outputs, placement, planner
 from runner.preview import png_bytes, render
 from runner.residency import Residency
@@ -43,10 +44,6 @@ T = TypeVar("T")
 
 class Shutdown(BaseException):  # noqa: N818 - a signal, not an error
     """Raised in the main thread by a second SIGINT/SIGTERM: drop the batch now."""
-
-
-class DatabaseReplaced(RuntimeError):
-    """The runner's SQLite file was deleted or replaced under it: it stopped."""
 
 
 def new_runner_id() -> str:
@@ -678,7 +675,9 @@ class Runner:
             self._hand_back(job, exc)
             return
         permanent = isinstance(exc, InputError | ModelUnavailable | StorageError)
-        message = str(exc) if permanent else f"{type(exc).__name__}: {exc}"
+        # One printable line (the traceback, raw, goes to the event's detail): a name in
+        # it is anybody's, and status and logs show it.
+        message = printable(str(exc) if permanent else f"{type(exc).__name__}: {exc}")
         detail = None if permanent else "".join(traceback.format_exception(exc))
         rs = self.settings.runner
         backoff = min(rs.retry_max_s, rs.retry_base_s * 2 ** max(job["attempts"] - 1, 0))

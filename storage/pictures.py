@@ -129,6 +129,21 @@ def probe(
     return PictureInfo(format=img.format or "?", width=w, height=h, mode=img.mode)
 
 
+def cut_short(data: bytes) -> bool:
+    """Whether ``data`` is, by its format's own end marker, a picture whose writer has
+    not finished (PNG without its IEND chunk, JPEG without its end-of-image marker, GIF
+    without its trailer). A cheap look at the last bytes, never a decode; formats without
+    an end marker say False. Used only to wait a little longer for a fresh picture:
+    some cameras append data after the JPEG end marker, so this must never reject."""
+    if data.startswith(b"\x89PNG"):
+        return b"IEND" not in data[-4096:]
+    if data.startswith(b"\xff\xd8"):
+        return not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return not data.rstrip(b"\x00").endswith(b";")
+    return False
+
+
 def _decoded(data: bytes, name: str) -> Image.Image:
     """Every pixel of a picture ``probe`` passed, decoded."""
     try:

@@ -196,3 +196,28 @@ def test_control_characters_in_names_never_reach_the_terminal_raw(
     proc = manage(env, "-vv", "run", "--until-idle")  # at debug each job is logged by name
     assert "\x1b" not in proc.stderr and "\\n2026-01-01" in proc.stderr
     assert not [ln for ln in proc.stderr.splitlines() if ln.startswith("2026-01-01 00:00:00")]
+
+
+def test_ingest_stops_when_its_database_file_is_deleted(env: dict[str, str]) -> None:
+    """Rows written after that would go to a file no other process can see."""
+    inbox = Path(env["GEN3D_INBOX"])
+    inbox.mkdir(parents=True)
+    (inbox / "a.png").write_bytes(PNG)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "ingest"], env=env,
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        (inbox / "first.json").write_text(json.dumps({"task": "mesh", "image": "a.png"}))
+        deadline = time.monotonic() + 30
+        while not (inbox / ".accepted" / "first.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        dbfile = Path(env["GEN3D_DATABASE_URL"].removeprefix("sqlite:///"))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{dbfile}{suffix}").unlink(missing_ok=True)
+        (inbox / "second.json").write_text(json.dumps({"task": "mesh", "image": "a.png"}))
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1 and "was deleted while this process used it" in err
+    assert (inbox / "second.json").exists()  # not filed away: no row was made for it

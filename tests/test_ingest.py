@@ -366,3 +366,17 @@ def test_max_attempts_comes_from_the_job_then_the_model_then_the_settings(
     with ingester.db.read() as conn:
         attempts = [queue.get_job(conn, e.id)["max_attempts"] for e in result.jobs]  # type: ignore[index]
     assert attempts == [ingester.settings.runner.max_attempts, 7]
+
+
+def test_a_picture_still_being_written_is_waited_for(ingester: Ingester) -> None:
+    """Its sha256 becomes the job's: the hash of a half-written file would fail the job
+    at run time, once the writer has finished."""
+    import hashlib
+
+    half = PNG[: len(PNG) // 2]
+    path = write_job(inbox(ingester), "a.json", {"task": "mesh", "image": "a.png"}, a__png=half)
+    assert ingester.ingest_path(path, move=True, grace=True).status == "deferred"
+    (inbox(ingester) / "a.png").write_bytes(PNG)
+    job = only_job(ingester, ingester.ingest_path(path, move=True, grace=True))
+    assert job["state"] == "queued"
+    assert job["inputs"]["image_sha256"] == [hashlib.sha256(PNG).hexdigest()]
