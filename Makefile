@@ -31,6 +31,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.inflate
 	$(BIN)/python -m bench.backends
 	$(BIN)/python -m bench.pickup
+	$(BIN)/python -m bench.ingest_burst
 	$(BIN)/python -m bench.scheduler --all
 	$(BIN)/python -m bench.queue
 	$(BIN)/python -m bench.s3_ingest --rate 30
