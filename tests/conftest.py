@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from bench.s3_ingest import moto_server
 from config import Settings, load_settings
 from db.engine import Database, create, normalise_url
 from db.migrate import upgrade
+from storage import objects
 
 PG_ADMIN_URL = os.environ.get(
     "GEN3D_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -95,6 +97,41 @@ def sqlite_settings(tmp_path: Path) -> Settings:
         inbox=str(tmp_path / "inbox"),
         outputs=str(tmp_path / "outbox"),
     )
+
+
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's server in a process of its own, as a real endpoint would be: in a thread of
+    the test process it shared one interpreter lock with the boto3 clients it served,
+    and the 10,000-key listing test ran twice as long."""
+    log = (tmp_path_factory.mktemp("moto") / "server.log").open("wb")
+    server, url = moto_server(log)
+    yield url
+    server.terminate()
+    server.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture
+def point_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """Point boto3 (through its own environment variables) at an S3 endpoint URL."""
+
+    def point(url: str) -> None:
+        env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "test",
+               "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        objects.reset_clients()
+
+    yield point
+    objects.reset_clients()
+
+
+@pytest.fixture
+def aws(moto_url: str, point_aws: Callable[[str], None]) -> None:
+    """boto3 pointed at the session's moto server."""
+    point_aws(moto_url)
 
 
 @pytest.fixture(autouse=True)

@@ -105,13 +105,19 @@ def _remove_sqlite(path: Path) -> None:
         p.unlink()
 
 
-def test_a_runner_whose_sqlite_file_is_deleted_stops_with_the_reason(tmp_path: Path) -> None:
-    path = tmp_path / "gen3d.sqlite3"
+def _runner_done_with_two_jobs(path: Path) -> subprocess.Popen[bytes]:
+    """A runner on a fresh SQLite file at ``path`` that has run two jobs, still running."""
     db, url = _sqlite_db(path)
     _enqueue(db, 2)
     proc = _runner(url)
     _wait(lambda: _states(db) == {"succeeded": 2})
     db.dispose()
+    return proc
+
+
+def test_a_runner_whose_sqlite_file_is_deleted_stops_with_the_reason(tmp_path: Path) -> None:
+    path = tmp_path / "gen3d.sqlite3"
+    proc = _runner_done_with_two_jobs(path)
     _remove_sqlite(path)
     assert proc.wait(timeout=30) == 1, _log(proc)
     assert (
@@ -124,11 +130,7 @@ def test_a_runner_whose_sqlite_file_is_replaced_by_a_fresh_database_stops(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "gen3d.sqlite3"
-    db, url = _sqlite_db(path)
-    _enqueue(db, 2)
-    proc = _runner(url)
-    _wait(lambda: _states(db) == {"succeeded": 2})
-    db.dispose()
+    proc = _runner_done_with_two_jobs(path)
     fresh, _ = _sqlite_db(tmp_path / "fresh.sqlite3")
     fresh.dispose()
     _remove_sqlite(path)

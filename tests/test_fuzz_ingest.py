@@ -235,18 +235,6 @@ def test_every_file_dropped_into_a_folder_inbox_settles(
 # ---------------------------------------------------------------------------- bucket
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from bench.s3_ingest import moto_server
-
-    log = (tmp_path_factory.mktemp("moto") / "server.log").open("wb")
-    server, url = moto_server(log)
-    yield url
-    server.terminate()
-    server.wait(timeout=10)
-    log.close()
-
-
 # No control characters: moto's server answers 404 to a PUT of such a key (S3 takes them).
 keys = st.text(
     st.characters(blacklist_characters="\x00", blacklist_categories=("Cs", "Cc")),
@@ -259,20 +247,11 @@ keys = st.text(
 @given(objs=st.lists(st.tuples(keys, st.sampled_from([".json", ".jsonl"]), contents),
                      min_size=1, max_size=4, unique_by=lambda o: o[0] + o[1]))  # fmt: skip
 def test_every_object_put_into_a_bucket_inbox_settles(
-    objs: list[tuple[str, str, bytes]],
-    moto_endpoint: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    loud: _Loud,
+    objs: list[tuple[str, str, bytes]], aws: None, tmp_path: Path, loud: _Loud
 ) -> None:
     from ingest.bucket import BucketIngester
     from storage import objects
 
-    for key, value in {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "test",
-                       "AWS_SECRET_ACCESS_KEY": "test",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
-        monkeypatch.setenv(key, value)
-    objects.reset_clients()
     bucket = f"fuzz-{uuid.uuid4().hex[:12]}"
     objects.client().create_bucket(Bucket=bucket)
     db_url = f"sqlite:///{tempfile.mkdtemp(dir=tmp_path)}/fuzz.sqlite3"
@@ -299,7 +278,6 @@ def test_every_object_put_into_a_bucket_inbox_settles(
         assert after["state"] == "queued"
     finally:
         db.dispose()
-        objects.reset_clients()
 
 
 def _is_job(key: str) -> bool:

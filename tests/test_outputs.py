@@ -22,14 +22,12 @@ from sqlalchemy import text
 
 from config import Settings, load_settings
 from db import queue
-from db.engine import Database, create
-from db.migrate import upgrade
-from ingest.ingester import Ingester
 from runner import outputs
 from runner.loop import Runner
 from storage import local, objects
 from storage.errors import UnsafeFolder
-from tests.pictures import disk_png, write_job
+from tests import runs
+from tests.pictures import disk_png
 
 PNG = disk_png()
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,24 +40,6 @@ def _settings(tmp_path: Path, database: str = "gen3d.sqlite3") -> Settings:
         inbox=str(tmp_path / "inbox"),
         outputs=str(tmp_path / "outbox"),
     )
-
-
-def _setup(settings: Settings) -> tuple[Database, Ingester, Runner]:
-    db = Database(create(settings.database_url))
-    upgrade(db)
-    return db, Ingester(settings, db), Runner(settings, db)
-
-
-def _submit(ing: Ingester, doc: object, name: str = "job.json", **pictures: bytes) -> list[int]:
-    path = write_job(ing.settings.inbox_path, name, doc, **pictures)
-    return [e.id for e in ing.ingest_path(path, move=False, grace=False).jobs]
-
-
-def _job(db: Database, job_id: int) -> dict[str, Any]:
-    with db.read() as conn:
-        job = queue.get_job(conn, job_id)
-    assert job is not None
-    return job
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -92,8 +72,8 @@ def test_create_if_absent_refuses_any_existing_name_and_leaves_it_alone(tmp_path
 
 
 def test_a_planted_symlink_job_folder_is_not_written_through(tmp_path: Path) -> None:
-    db, ing, runner = _setup(_settings(tmp_path))
-    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
+    db, ing, runner = runs.setup(_settings(tmp_path))
+    (jid,) = runs.submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "precious.txt").write_text("keep me")
@@ -101,7 +81,7 @@ def test_a_planted_symlink_job_folder_is_not_written_through(tmp_path: Path) -> 
     folder.parent.mkdir()
     folder.symlink_to(elsewhere)
     runner.run(until_idle=True)
-    job = _job(db, jid)
+    job = runs.job(db, jid)
     assert (job["state"], job["attempts"]) == ("failed", 1)
     assert job["error"] == (
         f"outputs folder {folder.parent.resolve() / str(jid)} is a symbolic link (to "
@@ -145,20 +125,20 @@ def test_ensure_folder_makes_a_missing_folder_and_says_so(tmp_path: Path) -> Non
 
 def test_a_folder_holding_another_jobs_results_is_never_overwritten(tmp_path: Path) -> None:
     """The database replaced under the same outputs: ids start again at 1."""
-    db, ing, runner = _setup(_settings(tmp_path, "first.sqlite3"))
-    (first,) = _submit(ing, {"task": "mesh", "image": "a.png", "name": "old"}, a__png=PNG)
+    db, ing, runner = runs.setup(_settings(tmp_path, "first.sqlite3"))
+    (first,) = runs.submit(ing, {"task": "mesh", "image": "a.png", "name": "old"}, a__png=PNG)
     runner.run(until_idle=True)
-    assert _job(db, first)["state"] == "succeeded"
-    folder = Path(_job(db, first)["outputs_uri"])
+    assert runs.job(db, first)["state"] == "succeeded"
+    folder = Path(runs.job(db, first)["outputs_uri"])
     before = _files(folder)
     assert set(before) == {"manifest.json", "mesh.glb", "preview.png"}
 
-    db2, ing2, runner2 = _setup(_settings(tmp_path, "second.sqlite3"))
-    (second,) = _submit(ing2, {"task": "mesh", "image": "b.png", "name": "new"}, "new.json",
-                        b__png=disk_png(64))  # fmt: skip
+    db2, ing2, runner2 = runs.setup(_settings(tmp_path, "second.sqlite3"))
+    new = {"task": "mesh", "image": "b.png", "name": "new"}
+    (second,) = runs.submit(ing2, new, name="new.json", b__png=disk_png(64))
     assert second == first
     runner2.run(until_idle=True)
-    job = _job(db2, second)
+    job = runs.job(db2, second)
     assert (job["state"], job["attempts"]) == ("failed", 1)
     source = (tmp_path / "inbox" / "job.json").resolve().as_uri()
     assert job["error"].startswith(
@@ -174,32 +154,32 @@ def test_a_folder_holding_another_jobs_results_is_never_overwritten(tmp_path: Pa
 def test_an_earlier_attempts_published_result_is_kept(settings: Settings) -> None:
     """An attempt that published its manifest and died before recording it: the next
     attempt keeps that result rather than writing the folder again."""
-    db, ing, runner = _setup(settings)
-    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
+    db, ing, runner = runs.setup(settings)
+    (jid,) = runs.submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
     runner.run(until_idle=True)
-    folder = Path(_job(db, jid)["outputs_uri"])
+    folder = Path(runs.job(db, jid)["outputs_uri"])
     before = _files(folder)
     with db.write() as conn:  # as if the first attempt's success was never recorded
         conn.execute(text("UPDATE jobs SET state = 'queued', finished_at = NULL"))
     Runner(runner.settings, db).run(until_idle=True)
-    job = _job(db, jid)
+    job = runs.job(db, jid)
     assert (job["state"], job["attempts"]) == ("succeeded", 2)
     assert _files(folder) == before
 
 
 def test_a_retried_job_replaces_its_own_error_manifest(settings: Settings) -> None:
-    db, ing, runner = _setup(settings)
-    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
+    db, ing, runner = runs.setup(settings)
+    (jid,) = runs.submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
     picture = settings.inbox_path / "a.png"
     picture.write_bytes(PNG[: len(PNG) // 2])  # truncated after ingest: fails at once
     runner.run(until_idle=True)
-    folder = Path(_job(db, jid)["outputs_uri"])
+    folder = Path(runs.job(db, jid)["outputs_uri"])
     assert json.loads((folder / "manifest.json").read_bytes())["state"] == "failed"
     picture.write_bytes(PNG)
     with db.write() as conn:
         queue.retry(conn, [jid])
     Runner(settings, db).run(until_idle=True)
-    assert _job(db, jid)["state"] == "succeeded", _job(db, jid)["error"]
+    assert runs.job(db, jid)["state"] == "succeeded", runs.job(db, jid)["error"]
     assert json.loads((folder / "manifest.json").read_bytes())["state"] == "succeeded"
 
 
@@ -220,8 +200,8 @@ def _killed_writers_temp(folder: Path, name: str) -> str:
 
 
 def test_a_retry_after_a_killed_writer_leaves_a_clean_folder(tmp_path: Path) -> None:
-    db, ing, runner = _setup(_settings(tmp_path))
-    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
+    db, ing, runner = runs.setup(_settings(tmp_path))
+    (jid,) = runs.submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
     folder = tmp_path / "outbox" / str(jid)
     folder.mkdir(parents=True)
     killed = _killed_writers_temp(folder, "mesh.glb")
@@ -234,7 +214,7 @@ def test_a_retry_after_a_killed_writer_leaves_a_clean_folder(tmp_path: Path) -> 
     os.utime(folder / stale, (two_minutes_ago, two_minutes_ago))
     assert killed in os.listdir(folder)
     runner.run(until_idle=True)
-    assert _job(db, jid)["state"] == "succeeded"
+    assert runs.job(db, jid)["state"] == "succeeded"
     assert sorted(os.listdir(folder)) == [fresh, "manifest.json", "mesh.glb", "preview.png"]
 
 
@@ -249,11 +229,11 @@ def test_this_processes_own_temp_files_are_never_removed(tmp_path: Path) -> None
 
 
 def test_inline_pictures_are_noted_in_the_manifest_not_copied(tmp_path: Path) -> None:
-    db, ing, runner = _setup(_settings(tmp_path))
+    db, ing, runner = runs.setup(_settings(tmp_path))
     inline = "data:image/png;base64," + base64.b64encode(PNG).decode()
-    (jid,) = _submit(ing, {"task": "mesh", "images": [inline]})
+    (jid,) = runs.submit(ing, {"task": "mesh", "images": [inline]})
     runner.run(until_idle=True)
-    job = _job(db, jid)
+    job = runs.job(db, jid)
     assert job["state"] == "succeeded", job["error"]
     text = (Path(job["outputs_uri"]) / "manifest.json").read_text()
     sha = hashlib.sha256(PNG).hexdigest()

@@ -9,53 +9,21 @@ from pathlib import Path
 import pytest
 import trimesh
 
-from config import Settings, load_settings
+from config import Settings
 from db import queue
-from db.engine import Database, create
-from db.migrate import upgrade
-from ingest.ingester import Ingester
-from runner.loop import Runner
-from tests.pictures import blank_png, disk_png, write_job
+from tests import runs
+from tests.pictures import blank_png, disk_png
 
 PNG = disk_png()
 
 
-def _setup(settings: Settings) -> tuple[Database, Ingester, Runner]:
-    db = Database(create(settings.database_url))
-    upgrade(db)
-    return db, Ingester(settings, db), Runner(settings, db)
-
-
-def _only_model(tmp_path: Path, adapter: str, **overrides: object) -> Settings:
-    """Settings whose only mesh model is one of tests/failing_adapters.py."""
-    return load_settings(
-        env={},
-        database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        inbox=str(tmp_path / "inbox"),
-        outputs=str(tmp_path / "out"),
-        models={"m": {"adapter": f"tests.failing_adapters:{adapter}", "tasks": ["mesh"]}},
-        default_models={"mesh": "m"},
-        **overrides,
-    )
-
-
-def _submit(ing: Ingester, doc: object, **pictures: bytes) -> list[int]:
-    path = write_job(ing.settings.inbox_path, "job.json", doc, **pictures)
-    return [e.id for e in ing.ingest_path(path, move=False, grace=False).jobs]
-
-
-def _job(db: Database, job_id: int) -> dict:
-    with db.read() as conn:
-        job = queue.get_job(conn, job_id)
-    assert job is not None
-    return job
-
-
 def test_a_job_produces_mesh_preview_and_a_manifest_written_last(settings: Settings) -> None:
-    db, ing, runner = _setup(settings)
-    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png", "name": "disk", "seed": 7}, a__png=PNG)
+    db, ing, runner = runs.setup(settings)
+    (jid,) = runs.submit(
+        ing, {"task": "mesh", "image": "a.png", "name": "disk", "seed": 7}, a__png=PNG
+    )
     runner.run(until_idle=True)
-    job = _job(db, jid)
+    job = runs.job(db, jid)
     assert job["state"] == "succeeded" and job["attempts"] == 1
     folder = Path(job["outputs_uri"])
     assert folder == settings.outputs_path.resolve() / str(jid)
@@ -82,19 +50,19 @@ def test_a_job_produces_mesh_preview_and_a_manifest_written_last(settings: Setti
 
 @pytest.mark.parametrize("fmt", ["obj", "ply", "stl"])
 def test_output_format_is_honoured(sqlite_settings: Settings, fmt: str) -> None:
-    db, ing, runner = _setup(sqlite_settings)
-    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png", "output_format": fmt}, a__png=PNG)
+    db, ing, runner = runs.setup(sqlite_settings)
+    (jid,) = runs.submit(ing, {"task": "mesh", "image": "a.png", "output_format": fmt}, a__png=PNG)
     runner.run(until_idle=True)
-    folder = Path(_job(db, jid)["outputs_uri"])
+    folder = Path(runs.job(db, jid)["outputs_uri"])
     mesh = trimesh.load(folder / f"mesh.{fmt}", force="mesh")
     assert len(mesh.faces) == json.loads((folder / "manifest.json").read_text())["mesh"]["faces"]
 
 
 def test_truncated_picture_fails_at_once_without_retries(sqlite_settings: Settings) -> None:
-    db, ing, runner = _setup(sqlite_settings)
-    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG[: len(PNG) // 2])
+    db, ing, runner = runs.setup(sqlite_settings)
+    (jid,) = runs.submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG[: len(PNG) // 2])
     runner.run(until_idle=True)
-    job = _job(db, jid)
+    job = runs.job(db, jid)
     assert job["state"] == "failed" and job["attempts"] == 1
     assert "truncated" in job["error"]
     manifest = json.loads((Path(job["outputs_uri"]) / "manifest.json").read_text())
@@ -108,36 +76,36 @@ def test_truncated_picture_fails_at_once_without_retries(sqlite_settings: Settin
 def test_picture_without_foreground_fails_with_the_reason(
     sqlite_settings: Settings, picture: bytes, reason: str
 ) -> None:
-    db, ing, runner = _setup(sqlite_settings)
-    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=picture)
+    db, ing, runner = runs.setup(sqlite_settings)
+    (jid,) = runs.submit(ing, {"task": "mesh", "image": "a.png"}, a__png=picture)
     runner.run(until_idle=True)
-    job = _job(db, jid)
+    job = runs.job(db, jid)
     assert job["state"] == "failed" and job["attempts"] == 1 and reason in job["error"]
 
 
 def test_one_bad_job_does_not_stop_the_batch_or_the_runner(sqlite_settings: Settings) -> None:
-    db, ing, runner = _setup(sqlite_settings)
+    db, ing, runner = runs.setup(sqlite_settings)
     doc = [
         {"task": "mesh", "image": "a.png"},
         {"task": "mesh", "image": "blank.png"},
         {"task": "mesh", "image": "a.png"},
     ]
-    ids = _submit(ing, doc, a__png=PNG, blank__png=blank_png(transparent=True))
+    ids = runs.submit(ing, doc, a__png=PNG, blank__png=blank_png(transparent=True))
     stats = runner.run(until_idle=True)
-    assert [_job(db, i)["state"] for i in ids] == ["succeeded", "failed", "succeeded"]
+    assert [runs.job(db, i)["state"] for i in ids] == ["succeeded", "failed", "succeeded"]
     assert stats.batches == 1  # one model, one batch
 
 
 def test_environment_errors_are_retried_with_back_off_then_fail(tmp_path: Path) -> None:
-    settings = _only_model(
+    settings = runs.only_model(
         tmp_path,
         "EnvironmentFailure",
         runner={"max_attempts": 2, "retry_base_s": 0.05, "poll_interval_s": 0.02},
     )
-    db, ing, runner = _setup(settings)
-    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
+    db, ing, runner = runs.setup(settings)
+    (jid,) = runs.submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
     stats = runner.run(until_idle=True)
-    job = _job(db, jid)
+    job = runs.job(db, jid)
     assert (job["state"], job["attempts"], stats.retried) == ("failed", 2, 1)
     assert "No space left on device" in job["error"]
     with db.read() as conn:
@@ -147,11 +115,11 @@ def test_environment_errors_are_retried_with_back_off_then_fail(tmp_path: Path) 
 
 
 def test_missing_weights_fail_with_the_install_hint(tmp_path: Path) -> None:
-    settings = _only_model(tmp_path, "MissingWeights")
-    db, ing, runner = _setup(settings)
-    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
+    settings = runs.only_model(tmp_path, "MissingWeights")
+    db, ing, runner = runs.setup(settings)
+    (jid,) = runs.submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
     runner.run(until_idle=True)
-    job = _job(db, jid)
+    job = runs.job(db, jid)
     assert (
         job["state"] == "failed"
         and job["attempts"] == 1
@@ -160,20 +128,20 @@ def test_missing_weights_fail_with_the_install_hint(tmp_path: Path) -> None:
 
 
 def test_max_jobs_stops_after_that_many(sqlite_settings: Settings) -> None:
-    db, ing, runner = _setup(sqlite_settings)
-    ids = _submit(ing, [{"task": "mesh", "image": "a.png"}] * 3, a__png=PNG)
+    db, ing, runner = runs.setup(sqlite_settings)
+    ids = runs.submit(ing, [{"task": "mesh", "image": "a.png"}] * 3, a__png=PNG)
     stats = runner.run(max_jobs=2)
     assert stats.claimed == 2
-    assert sorted(_job(db, i)["state"] for i in ids) == ["queued", "succeeded", "succeeded"]
+    assert sorted(runs.job(db, i)["state"] for i in ids) == ["queued", "succeeded", "succeeded"]
 
 
 def test_higher_priority_runs_first(sqlite_settings: Settings) -> None:
-    db, ing, runner = _setup(sqlite_settings)
-    ids = _submit(
+    db, ing, runner = runs.setup(sqlite_settings)
+    ids = runs.submit(
         ing, [{"task": "mesh", "image": "a.png", "priority": p} for p in (0, 5, 1)], a__png=PNG
     )
     runner.run(max_jobs=1)
-    assert [_job(db, i)["state"] for i in ids] == ["queued", "succeeded", "queued"]
+    assert [runs.job(db, i)["state"] for i in ids] == ["queued", "succeeded", "queued"]
 
 
 def test_id_ranges_reads_like_a_person_would_write_it() -> None:
@@ -189,7 +157,7 @@ def test_jobs_of_a_model_not_in_the_registry_fail_without_blocking_others(
 ) -> None:
     """A row naming a model this runner's registry lacks (removed from the config since
     it was ingested) fails with the reason, and the queue behind it still runs."""
-    db, ing, runner = _setup(sqlite_settings)
+    db, ing, runner = runs.setup(sqlite_settings)
     with db.write() as conn:
         (gone,) = queue.enqueue_file(
             conn,
@@ -204,9 +172,9 @@ def test_jobs_of_a_model_not_in_the_registry_fail_without_blocking_others(
             ],  # fmt: skip
             runner.outputs_root,
         )
-    (jid,) = _submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
+    (jid,) = runs.submit(ing, {"task": "mesh", "image": "a.png"}, a__png=PNG)
     runner.run(until_idle=True)
-    failed = _job(db, gone.id)
+    failed = runs.job(db, gone.id)
     assert failed["state"] == "failed"
     assert failed["error"] == "model 'retired-model' is not in the registry"
-    assert _job(db, jid)["state"] == "succeeded"
+    assert runs.job(db, jid)["state"] == "succeeded"

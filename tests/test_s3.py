@@ -33,31 +33,6 @@ from storage.errors import InputError, TransientError
 from tests.pictures import disk_png
 
 
-@pytest.fixture(scope="session")
-def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """moto's server in a process of its own, as a real endpoint would be: in a thread of
-    the test process it shared one interpreter lock with the boto3 clients it served,
-    and the 10,000-key listing test ran twice as long."""
-    log = (tmp_path_factory.mktemp("moto") / "server.log").open("wb")
-    server, url = moto_server(log)
-    yield url
-    server.terminate()
-    server.wait(timeout=10)
-    log.close()
-
-
-@pytest.fixture
-def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    env = {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "test",
-           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    objects.reset_clients()
-    yield
-    objects.reset_clients()
-
-
 @pytest.fixture
 def bucket(aws: None) -> tuple[str, str]:
     """A fresh bucket whose ObjectCreated events go to a fresh SQS queue."""
@@ -478,17 +453,13 @@ def _noop_jobs(db: Database, settings: Settings, n: int) -> list[int]:
 
 
 def test_an_s3_outage_hands_jobs_back_without_using_attempts(
-    tmp_path: Path, db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, db: Database, db_url: str, point_aws: Any
 ) -> None:
     """S3 gone (its server stopped): what botocore's retries leave is a TransientError, and
     the jobs wait in the queue, attempts unspent, while the runner probes the bucket."""
     server, url = moto_server()
     try:
-        for key, value in {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "test",
-                           "AWS_SECRET_ACCESS_KEY": "test",
-                           "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
-            monkeypatch.setenv(key, value)
-        objects.reset_clients()
+        point_aws(url)
         objects.client().create_bucket(Bucket="gen3d-outage")
         settings = load_settings(
             env={}, database_url=db_url, inbox=str(tmp_path / "inbox"),

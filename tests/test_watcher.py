@@ -99,16 +99,21 @@ def test_watcher_survives_a_failing_scan(
         watcher.stop()
 
 
-def _slow_settings(tmp_path: Path, **ingest: float) -> Settings:
+def _ingester_with(tmp_path: Path, **ingest: float) -> Ingester:
+    """An ingester on a fresh SQLite file with these ingest settings, its inbox made."""
     from config import load_settings
 
-    return load_settings(
+    settings = load_settings(
         env={},
         database_url=f"sqlite:///{tmp_path / 'slow.sqlite3'}",
         inbox=str(tmp_path / "inbox"),
         outputs=str(tmp_path / "outbox"),
         ingest=ingest,
     )
+    db = Database(create(settings.database_url))
+    upgrade(db)
+    settings.inbox_path.mkdir(parents=True)
+    return Ingester(settings, db)
 
 
 def _states(ing: Ingester) -> list[str]:
@@ -121,12 +126,8 @@ def _states(ing: Ingester) -> list[str]:
 def test_a_writer_that_pauses_mid_file_loses_nothing(tmp_path: Path) -> None:
     """A network copy or an editor may stop half-way for longer than the settle time:
     the rescans must not take the half for the whole and reject it."""
-    settings = _slow_settings(tmp_path, settle_s=0.3, rescan_interval_s=0.2)
-    db = Database(create(settings.database_url))
-    upgrade(db)
-    ing = Ingester(settings, db)
-    inbox = settings.inbox_path
-    inbox.mkdir(parents=True)
+    ing = _ingester_with(tmp_path, settle_s=0.3, rescan_interval_s=0.2)
+    inbox = ing.settings.inbox_path
     (inbox / "a.png").write_bytes(disk_png())
     text = json.dumps({"task": "mesh", "image": "a.png", "name": "slow"})
     watcher, results, _ = _watch(ing, rescan_s=0.2)
@@ -144,12 +145,8 @@ def test_a_writer_that_pauses_mid_file_loses_nothing(tmp_path: Path) -> None:
 
 
 def test_a_job_file_that_never_parses_is_rejected_once_it_is_old(tmp_path: Path) -> None:
-    settings = _slow_settings(tmp_path, settle_s=0.1, unfinished_grace_s=1.0)
-    db = Database(create(settings.database_url))
-    upgrade(db)
-    ing = Ingester(settings, db)
-    inbox = settings.inbox_path
-    inbox.mkdir(parents=True)
+    ing = _ingester_with(tmp_path, settle_s=0.1, unfinished_grace_s=1.0)
+    inbox = ing.settings.inbox_path
     watcher, _, _ = _watch(ing, rescan_s=0.2)
     watcher.start()
     try:
