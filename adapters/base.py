@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -143,8 +144,30 @@ class Adapter:
         self.device = None
 
 
+# Where the built-in backends were before they moved to ``adapters/builtin/``: users'
+# config files may still name them, and keep working (with a warning naming the new path).
+LEGACY_PATHS = {
+    "adapters.builtin_inflate:InflateAdapter": "adapters.builtin.inflate:InflateAdapter",
+    "adapters.builtin_project:ProjectAdapter": "adapters.builtin.project:ProjectAdapter",
+    "adapters.builtin_parts:PartsAdapter": "adapters.builtin.parts:PartsAdapter",
+    "adapters.builtin_rig:RigAdapter": "adapters.builtin.rig:RigAdapter",
+    "adapters.builtin_convert:ConvertAdapter": "adapters.builtin.convert:ConvertAdapter",
+    "adapters.builtin_noop:NoopAdapter": "adapters.builtin.noop:NoopAdapter",
+}
+
+
 def load_adapter_class(path: str) -> type[Adapter]:
-    """Import ``"package.module:ClassName"``."""
+    """Import ``"package.module:ClassName"`` (a path in ``LEGACY_PATHS``: its new one)."""
+    if path in LEGACY_PATHS:
+        new = LEGACY_PATHS[path]
+        # FutureWarning, not DeprecationWarning: the reader is whoever runs the config,
+        # and Python hides DeprecationWarnings raised outside __main__.
+        warnings.warn(
+            f"adapter path {path!r} is deprecated; use {new!r} in the config",
+            FutureWarning,
+            stacklevel=2,
+        )
+        path = new
     module_name, _, attr = path.partition(":")
     if not attr:
         raise ValueError(f"adapter path {path!r} must look like 'package.module:Class'")

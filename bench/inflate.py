@@ -32,8 +32,8 @@ import trimesh  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from adapters.base import Item, Result  # noqa: E402
-from adapters.builtin_inflate import InflateAdapter  # noqa: E402
-from runner.preview import render  # noqa: E402
+from adapters.builtin.inflate import InflateAdapter  # noqa: E402
+from geometry.render import render  # noqa: E402
 from storage.meshes import export_mesh  # noqa: E402
 
 

@@ -30,8 +30,10 @@ from config.registry import ModelSpec
 from config.text import printable
 from db import costs, queue, runners
 from db.engine import Database, DatabaseReplaced
+from geometry.measures import mesh_stats
+from geometry.png import png_bytes
+from geometry.render import render
 from runner import gpus, outputs, placement, planner
-from runner.preview import png_bytes, render
 from runner.residency import Residency
 from storage import objects
 from storage.errors import InputError, StorageError, TransientError, UnsafeFolder
@@ -575,7 +577,7 @@ class Runner:
                 files = {**export_mesh(res.mesh, fmt), **files}  # e.g. mesh.obj, .mtl, texture
                 mesh_name = f"mesh.{fmt}"
             written = [outputs.write_artifact(folder, n, data) for n, data in files.items()]
-            stats = outputs.mesh_stats(res.mesh) if res.mesh is not None else None
+            stats = mesh_stats(res.mesh) if res.mesh is not None else None
             preview = res.preview_rgb
             if preview is None and res.mesh is not None:
                 preview = render(res.mesh)

@@ -10,7 +10,9 @@ import trimesh
 from pydantic import ValidationError
 
 from adapters.base import InputError, Item, Result
-from adapters.builtin_convert import ConvertAdapter, ConvertParams, convert, is_closed
+from adapters.builtin.convert import ConvertAdapter
+from adapters.builtin.convert.pipeline import ConvertParams, convert
+from geometry.measures import is_closed
 from storage.meshes import export_mesh, load_mesh
 from tests.meshes import blob, character, surface_colour, textured
 

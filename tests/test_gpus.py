@@ -22,7 +22,7 @@ from tests import failing_adapters
 from tests.test_leases import ROOT
 
 GPU = [{"id": 0, "vram_mb": 24_000}]
-NOOP = "adapters.builtin_noop:NoopAdapter"
+NOOP = "adapters.builtin.noop:NoopAdapter"
 
 
 def _settings(tmp_path: Path, db_url: str, models: dict, **over: object) -> Settings:

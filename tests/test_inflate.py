@@ -12,8 +12,10 @@ from PIL import Image
 from pydantic import ValidationError
 
 from adapters.base import InputError, Item, Result
-from adapters.builtin_inflate import InflateAdapter, InflateParams, foreground_mask, inflate_mesh
-from runner.preview import render, silhouette
+from adapters.builtin.inflate import InflateAdapter
+from adapters.builtin.inflate.pipeline import InflateParams, inflate_mesh
+from adapters.builtin.subject import foreground_mask
+from geometry.render import render, silhouette
 from tests.pictures import grey_disk
 from tests.shapes import SHAPES, picture
 

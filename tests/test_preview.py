@@ -8,7 +8,9 @@ import numpy as np
 import trimesh
 from PIL import Image
 
-from runner.preview import BACKGROUND_TOP, png_bytes, rasterize, render, silhouette
+from geometry.png import png_bytes
+from geometry.raster import rasterize
+from geometry.render import BACKGROUND_TOP, render, silhouette
 
 
 def _l_mesh() -> trimesh.Trimesh:

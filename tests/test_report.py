@@ -31,7 +31,7 @@ def test_report_counts_outcomes_retries_and_loads(
     settings = load_settings(
         env={}, database_url=db_url, inbox=str(tmp_path / "in"), outputs=str(tmp_path / "out"),
         models={
-            "builtin-noop": {"adapter": "adapters.builtin_noop:NoopAdapter", "tasks": ["mesh"],
+            "builtin-noop": {"adapter": "adapters.builtin.noop:NoopAdapter", "tasks": ["mesh"],
                              "max_batch": 4},
             "broken": {"adapter": "tests.failing_adapters:EnvironmentFailure", "tasks": ["mesh"]},
         },

@@ -19,8 +19,10 @@ from PIL import Image
 from pydantic import ValidationError
 
 from adapters.base import InputError, Item, Result
-from adapters.builtin_rig import RigAdapter, RigParams, rig, split_long_edges
-from runner.preview import MARGIN, camera
+from adapters.builtin.rig import RigAdapter
+from adapters.builtin.rig.pipeline import RigParams, rig
+from geometry.camera import MARGIN, camera
+from geometry.split import cut_long_edges as split_long_edges
 from tests import gltf_validator
 from tests.meshes import blob, character
 

@@ -12,7 +12,8 @@ import trimesh
 from pydantic import ValidationError
 
 from adapters.base import InputError, Item, Result
-from adapters.builtin_parts import PartsAdapter, PartsParams, segment
+from adapters.builtin.parts import PartsAdapter
+from adapters.builtin.parts.pipeline import PartsParams, segment
 from tests import meshes
 
 

@@ -17,9 +17,14 @@ from pydantic import ValidationError
 from scipy import ndimage
 
 from adapters.base import InputError, Item, Result
-from adapters.builtin_inflate import InflateParams, inflate
-from adapters.builtin_project import ProjectAdapter, ProjectParams, project, texel_xy, uv_atlas
-from runner.preview import barycentric, face_image, render
+from adapters.builtin.inflate.pipeline import InflateParams, inflate
+from adapters.builtin.project import ProjectAdapter
+from adapters.builtin.project.atlas import uv_atlas
+from adapters.builtin.project.pipeline import ProjectParams, project
+from adapters.builtin.project.texels import texel_xy
+from geometry.barycentric import pixel_barycentric as barycentric
+from geometry.raster import face_image
+from geometry.render import render
 from storage.meshes import export_mesh, load_mesh
 from tests.shapes import SHAPES, picture
 

@@ -21,7 +21,6 @@ class NoopParams(BaseModel):
 
 
 class NoopAdapter(Adapter):
-    tasks = ("mesh", "texture", "segment", "rig", "convert")
     accepts = ("image", "prompt", "mesh")
     images_used = 0  # none: it does no work
     Params = NoopParams
