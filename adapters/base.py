@@ -89,7 +89,8 @@ _INPUT_NAMES = {
 class Adapter:
     """Base class. Subclasses set the class attributes and the three verbs."""
 
-    tasks: ClassVar[tuple[str, ...]] = ()
+    # Which tasks a model serves is the registry's to say (config: ``tasks``), not the
+    # class's: one model class may serve different tasks under different entries.
     # Which job inputs the model can use ("image", "prompt", "mesh"); checked at ingest
     # so that, say, a prompt-only job for an image-only model is rejected up front.
     accepts: ClassVar[tuple[str, ...]] = ("image",)

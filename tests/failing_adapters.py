@@ -11,15 +11,11 @@ from adapters.base import Adapter, Item, ModelUnavailable, Result
 class EnvironmentFailure(Adapter):
     """Every batch hits an environment error (as a full disk or a lost device would)."""
 
-    tasks = ("mesh",)
-
     def run_batch(self, items: list[Item]) -> list[Result | BaseException]:
         raise OSError(28, "No space left on device")
 
 
 class MissingWeights(Adapter):
-    tasks = ("mesh",)
-
     def load(self, device: str) -> None:
         raise ModelUnavailable("weights not found: put them in /models/x (pip install x)")
 
@@ -33,7 +29,6 @@ class NeedsTheWholeGpu(Adapter):
     needs nearly all of a GPU would); alone it succeeds. The test tells it what else is
     loaded through ``others``."""
 
-    tasks = ("mesh",)
     accepts = ("image", "prompt", "mesh")
     others: Callable[[], list[str]] = staticmethod(lambda: [])
 
@@ -44,7 +39,6 @@ class NeedsTheWholeGpu(Adapter):
 
 
 class AlwaysOutOfMemory(Adapter):
-    tasks = ("mesh",)
     accepts = ("image", "prompt", "mesh")
 
     def run_batch(self, items: list[Item]) -> list[Result | BaseException]:
@@ -55,7 +49,6 @@ class Recorder(Adapter):
     """Succeeds, and remembers every batch it was given (the items themselves), so a
     test can see how the runner read and grouped the inputs."""
 
-    tasks = ("mesh",)
     accepts = ("image", "prompt", "mesh")
     images_used: int | None = 1  # type: ignore[assignment]
     batches: list[list[Item]] = []  # noqa: RUF012 - a test reads and clears it

@@ -38,3 +38,9 @@ def test_the_registry_names_every_builtin_by_its_new_path_without_a_warning() ->
         for spec in builtins:
             assert issubclass(load_adapter_class(spec.adapter), Adapter)
 
+
+def test_adapters_leave_their_tasks_to_the_registry() -> None:
+    """A model's tasks are the registry's ``tasks``; a class attribute could only drift."""
+    for spec in load_settings(env={}).registry.models.values():
+        cls = load_adapter_class(spec.adapter)
+        assert not any("tasks" in vars(k) for k in cls.__mro__), spec.adapter
