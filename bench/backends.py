@@ -2,7 +2,7 @@
 
     python -m bench.backends [--repeat 3] [--json]
 
-The mesh (``--mesh figure``, the default) is the tests' T-posed figure with its limbs
+The mesh (``--mesh figure``, the default) is ``bench.figures``' T-posed figure with its limbs
 blended in smoothly, meshed by marching cubes at about 5k, 22k and 100k faces: evenly
 sized triangles, like a generative model's output. ``--mesh character`` is the same
 figure as a boolean union of capsules (long sliver faces, sharp creases) at 5k,
@@ -29,10 +29,9 @@ import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 from adapters.base import Adapter, Item, Result  # noqa: E402
-from bench import common  # noqa: E402
+from bench import common, figures  # noqa: E402
 from bench.inflate import character_png  # noqa: E402
 from config import load_settings  # noqa: E402
-from tests import meshes  # noqa: E402
 
 BACKENDS = {  # task -> (model id, params given a mesh of n faces)
     "texture": ("builtin-project", lambda n: {"texture_size": 1024}),
@@ -68,9 +67,9 @@ def run(repeat: int, mesh: str = "figure") -> dict[str, Any]:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     if mesh == "figure":
-        sizes = [meshes.smooth_figure(resolution=r) for r in (60, 120, 256)]
+        sizes = [figures.smooth_figure(resolution=r) for r in (60, 120, 256)]
     else:
-        base = meshes.character()
+        base = figures.character()
         sizes = [base, base.subdivide(), base.subdivide().subdivide()]
     picture = character_png(512)
     rows = []
