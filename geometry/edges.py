@@ -10,8 +10,8 @@ import numpy as np
 def edge_keys(tris: np.ndarray, n_points: int) -> np.ndarray:
     """(F, 3) int64: one number per edge of each face (edge j runs from corner j to
     j + 1), the same for both of its faces whichever way round they hold it."""
-    ends = np.sort(np.stack([tris, np.roll(tris, -1, axis=1)], axis=2), axis=2)
-    return ends[..., 0] * np.int64(n_points) + ends[..., 1]
+    ahead = tris[:, [1, 2, 0]]
+    return np.minimum(tris, ahead) * np.int64(n_points) + np.maximum(tris, ahead)
 
 
 def edge_table(tris: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
