@@ -76,13 +76,13 @@ def run(repeat: int, mesh: str = "figure") -> dict[str, Any]:
     for task, (model_id, params) in BACKENDS.items():
         adapter = _adapter(model_id)
         row: dict[str, Any] = {"backend": model_id, "task": task}
-        for n, mesh in enumerate(sizes):
-            faces = len(mesh.faces)
+        for n, shape in enumerate(sizes):
+            faces = len(shape.faces)
             item = Item(
                 job_id=0,
                 task=task,
                 params=params(faces),
-                mesh=mesh.copy(),
+                mesh=shape.copy(),
                 mesh_name="character.glb",
                 images=[picture],
                 image_names=["a.png"],
