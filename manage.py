@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,8 @@ def _emit_json(doc: Any) -> None:
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, Decimal):  # PostgreSQL's EXTRACT(EPOCH ...): the views' seconds
+        return float(value)
     raise TypeError(type(value).__name__)
 
 
