@@ -16,13 +16,13 @@ import secrets
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from adapters.base import Adapter, Item, ModelUnavailable, Result
 from config import Settings
@@ -30,16 +30,19 @@ from config.registry import ModelSpec
 from config.text import printable
 from db import costs, queue, runners
 from db.engine import Database, DatabaseReplaced
+from db.queue import Outlook
 from runner import gpus, outputs, placement, planner
+from runner.held import Held
+from runner.maintenance import Heartbeat, Maintenance, Reaper
 from runner.preview import png_bytes, render
 from runner.residency import Residency
+from runner.retry import STOPPING, UNREACHABLE, DatabaseRetry, Stopped
 from storage import objects
 from storage.errors import InputError, StorageError, TransientError, UnsafeFolder
 from storage.meshes import export_mesh
 from storage.uris import display_name, read_checked, read_mesh
 
 log = logging.getLogger("gen3d.runner")
-T = TypeVar("T")
 
 
 class Shutdown(BaseException):  # noqa: N818 - a signal, not an error
@@ -115,15 +118,22 @@ class Runner:
         # The models this runner could run (None until the first plan): an idle runner
         # waits for their jobs only, not for work that another runner's GPU must take.
         self._mine: set[str] | None = None
-        self.residency = Residency(self.id, self.slots, self._persist)
         self.stats = RunStats()
-        # The batch in hand, and those of its jobs the last heartbeat found taken away.
-        self._lock = threading.Lock()
-        self._held: set[int] = set()
-        self._lost: set[int] = set()
+        self.held = Held()  # the batch in hand, and those of its jobs taken away
         self._outage: _Outage | None = None
         self._last_outage: tuple[float, float] | None = None  # (when it ended, its delay)
         self._gone: str | None = None  # why the database is not the one we started on
+        self._gone_lock = threading.Lock()
+        self.retry = DatabaseRetry(db, self._replaced)
+        self.residency = Residency(self.id, self.slots, self.retry.write)
+        rs = settings.runner
+        self._heartbeat = Heartbeat(
+            db, self.id, self.held, interval_s=rs.heartbeat_s, lease_s=rs.lease_s,
+            resident=lambda: sorted(self.adapters), gone=self._database_gone,
+        )  # fmt: skip
+        self._reaper = Reaper(db, interval_s=rs.reap_interval_s, silent_s=rs.lease_s,
+                              max_runner_deaths=rs.max_runner_deaths, wake=self.wake)  # fmt: skip
+        self.maintenance = Maintenance([self._heartbeat, self._reaper])
 
     # ------------------------------------------------------------------ loop
 
@@ -136,10 +146,11 @@ class Runner:
         """
         poll = self.settings.runner.poll_interval_s
         devices = [d.as_dict() for d in self.devices]
-        self._persist("registering", lambda conn: runners.register(conn, self.id, devices=devices))
+        self.retry.write(
+            "registering", lambda conn: runners.register(conn, self.id, devices=devices)
+        )
         self._database_gone()  # takes the SQLite file's identity, if not taken yet
-        scheduler = self._start_maintenance()
-        outage = 0.2  # back-off while the database is unreachable
+        self.maintenance.start()
         try:
             while not self.stop.is_set():
                 done = self.stats.claimed - self.stats.postponed
@@ -149,21 +160,13 @@ class Runner:
                 if self._outage is not None and not self._outputs_back():
                     continue
                 try:
-                    if self.step(limit=left):
-                        outage = 0.2
-                        continue
-                    with self.db.read() as conn:
-                        ahead = queue.outlook(conn, self._mine)
-                        clock = queue.now(conn)
-                except (OperationalError, InterfaceError) as exc:
-                    if self._database_gone():
-                        break
-                    # Before a claim commits nothing is held; wait for the database.
-                    log.warning("database unavailable (%s); retrying in %.1f s",
-                                type(exc.orig or exc).__name__, outage)  # fmt: skip
-                    self.stop.wait(outage)
-                    outage = min(outage * 2, 5.0)
+                    # Before a claim commits nothing is held: wait for the database.
+                    looked = self.retry.call(partial(self._work_or_look, left), stop=self.stop)
+                except Stopped:
+                    break
+                if looked is None:  # a batch ran
                     continue
+                ahead, clock = looked
                 # Idle means no job of a model this runner could run is queued or
                 # running: one running elsewhere can still come back (a dead runner's,
                 # once its lease is reaped). Work only a bigger GPU can take is left to
@@ -181,42 +184,54 @@ class Runner:
                 self.wake.wait(delay)
                 self.wake.clear()
         except Shutdown:
-            with self._lock:
-                held = sorted(self._held)
+            held = sorted(self.held.ids())
             with self.db.write() as conn:
                 back = queue.release(
                     conn, held, owner=self.id, reason="runner stopped by a second signal"
                 )
             log.warning("second signal: %d job(s) handed back to the queue", len(back))
         finally:
-            scheduler.shutdown(wait=False)
+            self.maintenance.stop()
             self.unload_all()
             try:
                 if self._gone is None:  # else a new connection would make the file anew
                     with self.db.write() as conn:
                         runners.stopped(conn, self.id)
-            except (OperationalError, InterfaceError):
+            except UNREACHABLE:
                 log.warning("could not mark runner %s stopped: database unavailable", self.id)
         if self._gone is not None:
             raise DatabaseReplaced(f"{self._gone}; {STOPPING}")
         return self.stats
 
+    def _work_or_look(self, limit: int | None) -> tuple[Outlook, datetime] | None:
+        """Run a batch (None), or, with nothing to claim now, what is ahead in the queue
+        and the database's clock."""
+        if self.step(limit=limit):
+            return None
+        with self.db.read() as conn:
+            return queue.outlook(conn, self._mine), queue.now(conn)
+
     def _database_gone(self) -> bool:
         """Whether the SQLite file this runner started on was deleted or replaced (asked
-        by the heartbeat while busy and by the loop while idle). Its job ids now name
-        other jobs than the new database's, whose runners write to the same folders: stop
-        at once, abandoning the batch in hand rather than writing its outputs."""
+        by the heartbeat while busy, by the loop while idle, and at each failed call on
+        the database). Its job ids now name other jobs than the new database's, whose
+        runners write to the same folders: stop at once, abandoning the batch in hand
+        rather than writing its outputs."""
         why = self.db.replaced()
         if why is None:
             return False
-        with self._lock:
+        self.held.lose_all()
+        with self._gone_lock:
             first, self._gone = self._gone is None, why
-            self._lost |= self._held
         if first:
             log.error("%s; %s", why, STOPPING)
         self.stop.set()
         self.wake.set()
         return True
+
+    def _replaced(self) -> str | None:
+        """Why the database went for good (None: it did not): a failed call stops waiting."""
+        return self._gone if self._database_gone() else None
 
     # ------------------------------------------------------------------ storage outages
 
@@ -258,7 +273,7 @@ class Runner:
     def _hand_back(self, job: dict[str, Any], exc: BaseException) -> None:
         """Queue a job whose outputs the storage would not take, without using its attempt."""
         detail = f"{exc}; handed back without using an attempt"
-        back = self._persist(
+        back = self.retry.write(
             "handing a job back",
             lambda conn: queue.postpone(
                 conn, [job["id"]], owner=self.id, reason=detail,
@@ -269,81 +284,15 @@ class Runner:
             self.stats.postponed += 1
             log.debug("job %d handed back: %s", job["id"], detail)
 
-    # ------------------------------------------------------------------ database outages
-
-    def _persist(self, what: str, fn: Callable[[Connection], T], *, one: bool = False) -> T:
-        """Run ``fn`` in a write transaction (``one``: it is a single statement, which
-        needs none on PostgreSQL), retrying with back-off while the database is
-        unreachable: the results of work already done are never dropped."""
-        delay = 0.2
-        while True:
-            try:
-                with self.db.statement() if one else self.db.write() as conn:
-                    return fn(conn)
-            except (OperationalError, InterfaceError) as exc:
-                if self._gone is not None:  # no database to wait for
-                    raise DatabaseReplaced(f"{self._gone}; {STOPPING}") from exc
-                log.warning("database unavailable (%s) while %s; retrying in %.1f s",
-                            type(exc.orig or exc).__name__, what, delay)  # fmt: skip
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
     # ------------------------------------------------------------------ maintenance
 
-    def _start_maintenance(self) -> Any:
-        from apscheduler.schedulers.background import BackgroundScheduler
-
-        rs = self.settings.runner
-        scheduler = BackgroundScheduler(daemon=True)
-        opts = {"max_instances": 1, "coalesce": True}
-        scheduler.add_job(self.heartbeat, "interval", seconds=rs.heartbeat_s, **opts)
-        scheduler.add_job(self.reap, "interval", seconds=rs.reap_interval_s, **opts)
-        scheduler.start()
-        return scheduler
-
     def heartbeat(self) -> None:
-        """Renew this runner's leases; note jobs taken away (cancelled, reaped) to abandon.
-
-        Only jobs held both before and after the renewal are judged: a batch claimed
-        meanwhile is not in this renewal's answer and must not look taken away (it
-        would be abandoned while still leased, and renewed, forever).
-        """
-        if self._database_gone():
-            return
-        with self._lock:
-            before = set(self._held)
-        try:
-            with self.db.write() as conn:
-                renewed = set(
-                    queue.renew(
-                        conn, sorted(before), owner=self.id, lease_s=self.settings.runner.lease_s
-                    )
-                )
-                runners.beat(conn, self.id, resident=sorted(self.adapters))
-        except Exception:  # noqa: BLE001 - the next beat tries again; the lease has slack
-            log.warning("heartbeat failed", exc_info=True)
-            return
-        with self._lock:  # each lost job is reported once, not at every beat
-            lost = (before - renewed) & (self._held - self._lost)
-            self._lost |= lost
-        if lost:
-            log.warning("jobs %s were taken from this runner; abandoning them", sorted(lost))
+        """One beat now (the maintenance scheduler beats every ``runner.heartbeat_s``)."""
+        self._heartbeat.run()
 
     def reap(self) -> None:
-        """Return jobs of runners that stopped heartbeating, then declare those runners gone."""
-        rs = self.settings.runner
-        try:
-            with self.db.write() as conn:
-                reaped = queue.reap(conn, max_runner_deaths=rs.max_runner_deaths)
-                gone = runners.mark_gone(conn, silent_s=rs.lease_s)
-        except Exception:  # noqa: BLE001
-            log.warning("reaping failed", exc_info=True)
-            return
-        if reaped:
-            log.warning("reaped %d job(s) with expired leases: %s", len(reaped), reaped)
-            self.wake.set()
-        if gone:
-            log.warning("runners declared gone: %s", gone)
+        """One round of the reaper now (else every ``runner.reap_interval_s``)."""
+        self._reaper.run()
 
     def step(self, *, limit: int | None = None) -> int:
         """Claim and run one batch; the number of jobs it held (0: nothing to do)."""
@@ -382,9 +331,7 @@ class Runner:
             self._plan = None  # the model ran dry: read the demand again next time
         if not jobs:
             return self.step(limit=limit) if plan is not None else 0
-        with self._lock:
-            self._held = {j["id"] for j in jobs}
-            self._lost = set()
+        self.held.claimed(j["id"] for j in jobs)
         self.stats.claimed += len(jobs)
         self.stats.batches += 1
         if spec is None or doomed is not None:
@@ -392,8 +339,7 @@ class Runner:
             self._record([_Outcome(j, gone) for j in jobs], model={"id": model_id}, timings={})
         else:
             self._run_batch(spec, jobs, slot, decision.evict if decision else ())
-        with self._lock:
-            self._held = set()
+        self.held.released()
         return len(jobs)
 
     # ------------------------------------------------------------------ one batch
@@ -552,9 +498,8 @@ class Runner:
         load_s: float,
         infer_s: float,
     ) -> _Outcome:
-        with self._lock:
-            if job["id"] in self._lost or self._gone is not None:
-                return _Outcome(job, abandoned=True)
+        if self.held.taken(job["id"]):
+            return _Outcome(job, abandoned=True)
         if isinstance(res, BaseException):
             return _Outcome(job, res)
         if self._outage is not None:  # found by an earlier job of this batch
@@ -645,7 +590,7 @@ class Runner:
             return finished
 
         lone = measurement is None and not meshes  # queue.finish alone: one statement
-        finished = set(self._persist("recording results", write, one=lone))
+        finished = set(self.retry.write("recording results", write, one=lone))
         self.stats.succeeded += len(finished)
         if finished:
             # One line per batch (a line per job is a tenth of a no-work job's cost);
@@ -682,7 +627,7 @@ class Runner:
         rs = self.settings.runner
         backoff = min(rs.retry_max_s, rs.retry_base_s * 2 ** max(job["attempts"] - 1, 0))
         retry_in = backoff * random.uniform(0.5, 1.0)  # jitter spreads a herd of retries
-        state = self._persist(
+        state = self.retry.write(
             "recording a failure",
             lambda conn: queue.fail(
                 conn,
@@ -750,7 +695,6 @@ FLEET_MEMORY_S = 86_400.0  # runners seen this recently count as able to come ba
 MEASURED_TTL_S = 30.0  # how long a runner trusts its copy of the measured costs
 PROBE_FIRST_S = 0.5  # first wait between probes of outputs that cannot be written ...
 PROBE_MAX_S = 30.0  # ... doubling up to this
-STOPPING = "stopping so that no outputs are overwritten"
 
 
 class _Inputs:
