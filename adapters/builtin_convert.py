@@ -36,7 +36,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.base import Adapter, InputError, Item, Result
-from runner.outputs import mesh_stats
+from runner.measures import mesh_stats
 
 MAX_FACE_LIMIT = 10_000_000
 

@@ -26,7 +26,7 @@ from db.engine import Database, create
 from db.migrate import upgrade
 from ingest.bucket import BucketIngester, is_job_key, parse_event
 from ingest.ingester import Ingester
-from runner import outputs
+from runner import publish
 from runner.loop import Runner
 from storage import objects
 from storage.errors import InputError, TransientError
@@ -281,11 +281,11 @@ def test_a_published_manifest_is_never_replaced(aws: None) -> None:
     name = f"gen3d-{uuid.uuid4().hex[:12]}"
     objects.client().create_bucket(Bucket=name)
     folder = f"s3://{name}/out/7"
-    outputs.write_manifest(folder, {"state": "failed", "error": "x"})
-    outputs.write_manifest(folder, {"state": "succeeded", "attempt": 2})  # replaces an error
-    assert outputs.published(folder)
-    with pytest.raises(outputs.AlreadyPublished):
-        outputs.write_manifest(folder, {"state": "succeeded", "attempt": 3})
+    publish.write_manifest(folder, {"state": "failed", "error": "x"})
+    publish.write_manifest(folder, {"state": "succeeded", "attempt": 2})  # replaces an error
+    assert publish.published(folder)
+    with pytest.raises(publish.AlreadyPublished):
+        publish.write_manifest(folder, {"state": "succeeded", "attempt": 3})
     assert json.loads(objects.read(folder + "/manifest.json", 1000))["attempt"] == 2
 
 
@@ -338,7 +338,7 @@ def test_large_artifacts_go_through_multipart(aws: None) -> None:
     name = f"gen3d-{uuid.uuid4().hex[:12]}"
     objects.client().create_bucket(Bucket=name)
     data = bytes(range(256)) * (objects.MULTIPART_THRESHOLD // 256 + 4096)  # just over 16 MiB
-    written = outputs.write_artifact(f"s3://{name}/out/1", "mesh.glb", data)
+    written = publish.write_artifact(f"s3://{name}/out/1", "mesh.glb", data)
     head = objects.client().head_object(Bucket=name, Key="out/1/mesh.glb")
     assert head["ContentLength"] == len(data) == written.bytes
     parts = head["ETag"].strip('"').rpartition("-")[2]
