@@ -1,16 +1,18 @@
 """Publishing a job's outputs: its artifacts, its preview and, last, its manifest.
 
-Manifests are written and read here, through ``storage.objects``, so a local folder and
-an ``s3://`` prefix behave alike. A job's outputs count only once ``manifest.json``
-exists, so a reader that sees the manifest sees every artifact it lists, whole. A re-run
-after a crash rewrites the same names in the same folder; a published (succeeded)
-manifest is never replaced, and a folder holding another job's manifest is never
-written into (``check_folder``). Nothing here touches the database: what a manifest
-needs is read before.
+Every manifest is written and read here, through ``storage.objects``, so a local folder
+and an ``s3://`` prefix behave alike: a job's succeeded or failed manifest (the runner),
+a rejected job file's (the ingester) and the reading of any of them (``manage.py
+status``). A job's outputs count only once ``manifest.json`` exists, so a reader that
+sees the manifest sees every artifact it lists, whole. A re-run after a crash rewrites
+the same names in the same folder; a published (succeeded) manifest is never replaced,
+and a folder holding another job's manifest is never written into (``check_folder``).
+Nothing here touches the database: what a manifest needs is read before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -143,6 +145,58 @@ def publish_failure(
         log.warning("job %d: no error manifest written: %s", job["id"], refused)
     except (OSError, TransientError, StorageError, AlreadyPublished):
         log.exception("could not write the error manifest of job %d", job["id"])
+
+
+def rejected_folder(root: str, job_id: int) -> str:
+    """Where a job rejected at ingest has its manifest: apart from the jobs that ran."""
+    return objects.join(root, "rejected", str(job_id))
+
+
+def rejected_manifest(
+    job_id: int,
+    *,
+    name: str | None,
+    task: str,
+    source_uri: str,
+    source_entry: int,
+    source_sha256: str,
+    kept_at: str,
+    excerpt: str | None,
+    error: str | None,
+) -> dict[str, Any]:
+    """The manifest of a job file (or entry) rejected at ingest: what was refused and
+    why, and where its original bytes are kept."""
+    return {
+        "manifest_version": 1,
+        "job_id": job_id,
+        "state": "rejected",
+        "name": name,
+        "task": task,
+        "source": {
+            "uri": source_uri,
+            "entry": source_entry if source_entry >= 0 else None,
+            "sha256": source_sha256,
+            "kept_at": kept_at,
+        },
+        "excerpt": excerpt,
+        "error": error,
+        "rejected_at": datetime.now(UTC),
+        "artifacts": [],
+    }
+
+
+def publish_rejection(root: str, job_id: int, doc: dict[str, Any]) -> None:
+    """Write a rejected job's manifest once: one already there (another ingester's, or
+    an earlier scan's) stays. Raises ``UnsafeFolder`` when the folder is not a real one
+    of ours, with the reason."""
+    folder = rejected_folder(root, job_id)
+    target = objects.join(folder, MANIFEST)
+    objects.ensure_folder(root, folder)  # a real folder of ours
+    if objects.head(target) is not None:
+        return
+    data = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    with contextlib.suppress(objects.Conflict):  # another ingester wrote it meanwhile
+        objects.write(target, data, if_absent=True)
 
 
 def check_folder(root: str, job: dict[str, Any]) -> dict[str, Any] | None:
