@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,8 @@ def _emit_json(doc: Any) -> None:
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, Decimal):  # PostgreSQL's EXTRACT(EPOCH ...): the views' seconds
+        return float(value)
     raise TypeError(type(value).__name__)
 
 
@@ -357,9 +360,11 @@ def _job_doc(job: dict[str, Any]) -> dict[str, Any]:
 def _seconds(job: dict[str, Any]) -> str:
     """This job's own work (from its manifest: jobs of a batch share start and finish
     times), else the span from start to finish."""
-    manifest = Path(job["outputs_uri"] or "/nonexistent") / "manifest.json"
-    if manifest.exists():
-        t = json.loads(manifest.read_text()).get("timings", {})
+    from runner.publish import read_manifest
+
+    manifest = read_manifest(job["outputs_uri"]) if job["outputs_uri"] else None
+    if manifest:
+        t = manifest.get("timings", {})
         if "inference_s" in t:
             return f"{t.get('load_s', 0) + t['inference_s'] + t.get('write_s', 0):.2f}"
     if job["started_at"] and job["finished_at"]:
@@ -446,10 +451,9 @@ def status(app: App, job_id: int | None, as_json: bool) -> None:
             click.echo(_table(_rows(jobs), HEADER))
             click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs")
         return
-    manifest_path = Path(job["outputs_uri"]) / "manifest.json" if job["outputs_uri"] else None
-    manifest = (
-        json.loads(manifest_path.read_text()) if manifest_path and manifest_path.exists() else None
-    )
+    from runner.publish import read_manifest
+
+    manifest = read_manifest(job["outputs_uri"]) if job["outputs_uri"] else None
     if as_json:
         _emit_json({"job": _job_doc(job), "events": history, "manifest": manifest})
         return

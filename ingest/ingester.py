@@ -40,6 +40,7 @@ from config.text import printable
 from db import queue
 from db.engine import Database, DatabaseReplaced
 from ingest.jobfile import Entry, JobSpec, parse
+from runner import publish
 from storage import objects
 from storage.errors import InputError, TransientError, UnsafeFolder
 from storage.local import confined, identity, inside, read_limited
@@ -627,35 +628,15 @@ class Ingester:
         return target
 
     def _error_manifest(self, e: queue.Enqueued, job: queue.NewJob, kept_at: str) -> None:
-        folder = objects.join(self.outputs_root, "rejected", str(e.id))
-        target = objects.join(folder, "manifest.json")
+        doc = publish.rejected_manifest(
+            e.id, name=job.name, task=job.task, source_uri=job.source_uri,
+            source_entry=job.source_entry, source_sha256=job.source_sha256, kept_at=kept_at,
+            excerpt=(job.spec or {}).get("excerpt"), error=job.error,
+        )  # fmt: skip
         try:
-            objects.ensure_folder(self.outputs_root, folder)  # a real folder of ours
+            publish.publish_rejection(self.outputs_root, e.id, doc)
         except UnsafeFolder as exc:
             log.warning("job %d: no error manifest written: %s", e.id, exc)
-            return
-        if objects.head(target) is not None:
-            return
-        manifest: dict[str, Any] = {
-            "manifest_version": 1,
-            "job_id": e.id,
-            "state": "rejected",
-            "name": job.name,
-            "task": job.task,
-            "source": {
-                "uri": job.source_uri,
-                "entry": job.source_entry if job.source_entry >= 0 else None,
-                "sha256": job.source_sha256,
-                "kept_at": kept_at,
-            },
-            "excerpt": (job.spec or {}).get("excerpt"),
-            "error": job.error,
-            "rejected_at": datetime.now(UTC),
-            "artifacts": [],
-        }
-        data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-        with contextlib.suppress(objects.Conflict):  # another ingester wrote it meanwhile
-            objects.write(target, data, if_absent=True)
 
     # ------------------------------------------------------------------ a whole inbox
 

@@ -22,7 +22,7 @@ from sqlalchemy import text
 
 from config import Settings, load_settings
 from db import queue
-from runner import outputs
+from runner import publish
 from runner.loop import Runner
 from storage import local, objects
 from storage.errors import UnsafeFolder
@@ -51,10 +51,10 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def test_a_published_local_manifest_is_never_replaced(tmp_path: Path) -> None:
     folder = str(tmp_path / "7")
-    outputs.write_manifest(folder, {"state": "failed", "error": "x"})
-    outputs.write_manifest(folder, {"state": "succeeded", "attempt": 2})  # replaces an error
-    with pytest.raises(outputs.AlreadyPublished):
-        outputs.write_manifest(folder, {"state": "succeeded", "attempt": 3})
+    publish.write_manifest(folder, {"state": "failed", "error": "x"})
+    publish.write_manifest(folder, {"state": "succeeded", "attempt": 2})  # replaces an error
+    with pytest.raises(publish.AlreadyPublished):
+        publish.write_manifest(folder, {"state": "succeeded", "attempt": 3})
     assert json.loads((tmp_path / "7" / "manifest.json").read_bytes())["attempt"] == 2
     assert os.listdir(folder) == ["manifest.json"]
 
@@ -259,9 +259,9 @@ def test_a_manifest_is_strict_json_even_with_nan_in_params_and_info(tmp_path: Pa
         "created_at": now, "started_at": now,
     }  # fmt: skip
     info = {"loss": math.inf, "score": np.float64("nan"), "spread": [-math.inf, np.float32(2)]}
-    doc = outputs.manifest(job, state="succeeded", model={"id": "m"}, artifacts=[],
+    doc = publish.manifest(job, state="succeeded", model={"id": "m"}, artifacts=[],
                            timings={"load_s": 0.0}, runner="r", info=info)  # fmt: skip
-    outputs.write_manifest(str(tmp_path), doc)
+    publish.write_manifest(str(tmp_path), doc)
     got = _strict((tmp_path / "manifest.json").read_text())
     assert got["params"] == {"guidance": None}
     assert got["info"]["loss"] is None and got["info"]["spread"][0] is None

@@ -145,7 +145,7 @@ def test_higher_priority_runs_first(sqlite_settings: Settings) -> None:
 
 
 def test_id_ranges_reads_like_a_person_would_write_it() -> None:
-    from runner.loop import _id_ranges
+    from runner.outcomes import _id_ranges
 
     assert _id_ranges([1, 2, 3, 7, 9, 10]) == "1-3, 7, 9-10"
     assert _id_ranges([5]) == "5"

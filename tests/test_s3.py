@@ -26,7 +26,7 @@ from db.engine import Database, create
 from db.migrate import upgrade
 from ingest.bucket import BucketIngester, is_job_key, parse_event
 from ingest.ingester import Ingester
-from runner import outputs
+from runner import publish
 from runner.loop import Runner
 from storage import objects
 from storage.errors import InputError, TransientError
@@ -281,12 +281,59 @@ def test_a_published_manifest_is_never_replaced(aws: None) -> None:
     name = f"gen3d-{uuid.uuid4().hex[:12]}"
     objects.client().create_bucket(Bucket=name)
     folder = f"s3://{name}/out/7"
-    outputs.write_manifest(folder, {"state": "failed", "error": "x"})
-    outputs.write_manifest(folder, {"state": "succeeded", "attempt": 2})  # replaces an error
-    assert outputs.published(folder)
-    with pytest.raises(outputs.AlreadyPublished):
-        outputs.write_manifest(folder, {"state": "succeeded", "attempt": 3})
+    publish.write_manifest(folder, {"state": "failed", "error": "x"})
+    publish.write_manifest(folder, {"state": "succeeded", "attempt": 2})  # replaces an error
+    assert publish.published(folder)
+    with pytest.raises(publish.AlreadyPublished):
+        publish.write_manifest(folder, {"state": "succeeded", "attempt": 3})
     assert json.loads(objects.read(folder + "/manifest.json", 1000))["attempt"] == 2
+
+
+def test_status_reads_the_manifest_of_outputs_in_the_bucket(
+    tmp_path: Path, db: Database, db_url: str, bucket: tuple[str, str]
+) -> None:
+    """``manage.py status`` reads manifests through storage: an ``s3://`` job shows its
+    manifest and artifacts, and the table its own seconds, not the batch's span."""
+    import os
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from db.models import jobs
+
+    name, url = bucket
+    settings = _settings(tmp_path, db_url, name, url)
+    _put(name, "inbox/disk.png", disk_png())
+    _put(name, "inbox/disk.json", {"task": "mesh", "image": "disk.png", "name": "disk"})
+    _drain(BucketIngester(Ingester(settings, db), queue_url=url))
+    Runner(settings, db).run(until_idle=True)
+    (job,) = _rows(db)
+    assert job["state"] == "succeeded", job["error"]
+    with db.write() as conn:  # a span that is not the job's own work
+        conn.execute(update(jobs).where(jobs.c.id == job["id"])
+                     .values(finished_at=job["started_at"] + timedelta(hours=1)))  # fmt: skip
+    root = Path(__file__).resolve().parent.parent
+    env = {**{k: v for k, v in os.environ.items() if k.startswith("AWS_") or k == "PATH"},
+           "GEN3D_DATABASE_URL": db_url, "GEN3D_INBOX": f"s3://{name}/inbox",
+           "GEN3D_OUTPUTS": f"s3://{name}/out"}  # fmt: skip
+
+    def status(*args: str) -> str:
+        proc = subprocess.run([sys.executable, str(root / "manage.py"), "status", *args],
+                              env=env, cwd=root, capture_output=True, text=True)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    doc = json.loads(status(str(job["id"]), "--json"))
+    manifest = doc["manifest"]
+    assert manifest is not None and manifest["state"] == "succeeded"
+    assert manifest == json.loads(objects.read(f"{job['outputs_uri']}/manifest.json", 1 << 20))
+    detail = status(str(job["id"]))
+    for art in manifest["artifacts"]:
+        assert f"artifact: {art['name']} ({art['bytes']:,} bytes)" in detail
+    t = manifest["timings"]
+    own = f"{t['load_s'] + t['inference_s'] + t['write_s']:.2f}"
+    (row,) = [ln for ln in status().splitlines() if job["outputs_uri"] in ln]
+    assert f" {own} " in row and "3600.00" not in row
 
 
 def test_event_parsing() -> None:
@@ -338,7 +385,7 @@ def test_large_artifacts_go_through_multipart(aws: None) -> None:
     name = f"gen3d-{uuid.uuid4().hex[:12]}"
     objects.client().create_bucket(Bucket=name)
     data = bytes(range(256)) * (objects.MULTIPART_THRESHOLD // 256 + 4096)  # just over 16 MiB
-    written = outputs.write_artifact(f"s3://{name}/out/1", "mesh.glb", data)
+    written = publish.write_artifact(f"s3://{name}/out/1", "mesh.glb", data)
     head = objects.client().head_object(Bucket=name, Key="out/1/mesh.glb")
     assert head["ContentLength"] == len(data) == written.bytes
     parts = head["ETag"].strip('"').rpartition("-")[2]

@@ -1,17 +1,24 @@
-"""Writing a job's outputs: artifacts first (atomically), the manifest last.
+"""Publishing a job's outputs: its artifacts, its preview and, last, its manifest.
 
-A job's outputs count only once ``manifest.json`` exists, so a reader that sees the
-manifest sees every artifact it lists, whole. A re-run after a crash rewrites the
-same names in the same folder; a published (succeeded) manifest is never replaced, and
-a folder holding another job's manifest is never written into (``check_folder``).
+Every manifest is written and read here, through ``storage.objects``, so a local folder
+and an ``s3://`` prefix behave alike: a job's succeeded or failed manifest (the runner),
+a rejected job file's (the ingester) and the reading of any of them (``manage.py
+status``). A job's outputs count only once ``manifest.json`` exists, so a reader that
+sees the manifest sees every artifact it lists, whole. A re-run after a crash rewrites
+the same names in the same folder; a published (succeeded) manifest is never replaced,
+and a folder holding another job's manifest is never written into (``check_folder``).
+Nothing here touches the database: what a manifest needs is read before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import logging
 import os
 import platform
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,9 +26,15 @@ from typing import Any
 
 import orjson
 
+from adapters.base import Result
+from geometry.measures import mesh_stats
+from geometry.png import png_bytes
+from geometry.render import render
 from storage import objects
-from storage.errors import InputError, TransientError, UnsafeFolder
+from storage.errors import InputError, StorageError, TransientError, UnsafeFolder
+from storage.meshes import export_mesh
 
+log = logging.getLogger("gen3d.runner")
 HOST = platform.node()
 MEDIA_TYPES = {
     ".glb": "model/gltf-binary",
@@ -33,6 +46,8 @@ MEDIA_TYPES = {
     ".json": "application/json",
     ".npy": "application/x-npy",
 }
+MANIFEST = "manifest.json"
+MANIFEST_LIMIT = 1 << 24  # no manifest is near this; more is not a manifest
 
 
 @dataclass
@@ -55,30 +70,134 @@ class ForeignOutputs(UnsafeFolder):
     replaced or deleted), and writing would overwrite that job's results."""
 
 
-class OutputsUnavailable(Exception):
-    """Writing the outputs failed because of the storage (read-only, full, unreachable),
-    not the job: the job goes back to the queue without using an attempt."""
+@dataclass
+class Published:
+    written: list[Written]  # what this attempt wrote ([]: an earlier attempt's result stands)
+    mesh_uri: str | None  # the stage's mesh, a chained stage's input
 
 
-# Errors of the outputs' storage that pass once an admin or the network fixes it: a
-# read-only or full disk, a lost mount or NFS server, permissions being repaired, the
-# outputs folder replaced by something else for a while.
-OUTAGE_ERRNOS = frozenset({
-    errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOTDIR, errno.EACCES,
-    errno.EPERM, errno.ESTALE, errno.ENOTCONN,
-})  # fmt: skip
+def publish(
+    root: str,
+    job: dict[str, Any],
+    res: Result,
+    *,
+    model: dict[str, Any],
+    load_s: float,
+    infer_s: float,
+    runner: str,
+    chain: list[dict[str, Any]] | None = None,
+) -> Published:
+    """Write a succeeded job's outputs into its folder under ``root``: the mesh in the
+    job's format, the adapter's artifacts, the preview, then the manifest.
+
+    Raises what the storage raises (``UnsafeFolder`` for a folder that is not the job's
+    to write); the caller tells a storage outage from the job's own failure.
+    """
+    t0 = time.perf_counter()
+    folder = job["outputs_uri"]
+    try:
+        # Before anything is written: a real folder of ours, not another job's.
+        earlier = check_folder(root, job)
+        if earlier is not None and earlier.get("state") == "succeeded":
+            # An earlier attempt published its result and died before recording it.
+            log.info("job %d: outputs already published at %s; keeping them", job["id"], folder)
+            return Published([], _mesh_uri(folder, earlier.get("mesh_artifact")))
+        files = {a.name: a.data for a in res.artifacts}
+        mesh_name = res.mesh_artifact
+        if res.mesh is not None and mesh_name is None:
+            fmt = job["output_format"]
+            files = {**export_mesh(res.mesh, fmt), **files}  # e.g. mesh.obj, .mtl, texture
+            mesh_name = f"mesh.{fmt}"
+        written = [write_artifact(folder, n, data) for n, data in files.items()]
+        stats = mesh_stats(res.mesh) if res.mesh is not None else None
+        preview = res.preview_rgb
+        if preview is None and res.mesh is not None:
+            preview = render(res.mesh)
+        if preview is not None:
+            written.append(write_artifact(folder, "preview.png", png_bytes(preview)))
+        timings = {"load_s": load_s, "inference_s": infer_s, "write_s": time.perf_counter() - t0}
+        doc = manifest(job, state="succeeded", model=model, artifacts=written, timings=timings,
+                       runner=runner, mesh=stats, mesh_artifact=mesh_name, chain=chain,
+                       info=res.info)  # fmt: skip
+        write_manifest(folder, doc)
+    except AlreadyPublished:
+        log.warning("job %d: another attempt published first; its result stands", job["id"])
+        return Published([], _mesh_uri(folder, (read_manifest(folder) or {}).get("mesh_artifact")))
+    return Published(written, _mesh_uri(folder, mesh_name))
 
 
-def is_outage(exc: BaseException) -> bool:
-    """Whether ``exc``, raised while writing outputs, is the storage's passing trouble
-    (these errnos locally; what botocore's retries left of an S3 outage) rather than a
-    permanent refusal (``StorageError``) or a bug."""
-    if isinstance(exc, TransientError):
-        return True
-    return isinstance(exc, OSError) and exc.errno in OUTAGE_ERRNOS
+def publish_failure(
+    root: str,
+    job: dict[str, Any],
+    *,
+    model: dict[str, Any],
+    timings: dict[str, float],
+    runner: str,
+    error: str,
+) -> None:
+    """Write the manifest of a job that failed for good, if its folder is the job's to
+    write (a published result stays; trouble writing is logged, the failure stands)."""
+    doc = manifest(job, state="failed", model=model, artifacts=[], timings=timings,
+                   runner=runner, error=error, finished_at=datetime.now(UTC))  # fmt: skip
+    try:
+        check_folder(root, job)
+        write_manifest(job["outputs_uri"], doc)
+    except UnsafeFolder as refused:
+        log.warning("job %d: no error manifest written: %s", job["id"], refused)
+    except (OSError, TransientError, StorageError, AlreadyPublished):
+        log.exception("could not write the error manifest of job %d", job["id"])
 
 
-MANIFEST_LIMIT = 1 << 24
+def rejected_folder(root: str, job_id: int) -> str:
+    """Where a job rejected at ingest has its manifest: apart from the jobs that ran."""
+    return objects.join(root, "rejected", str(job_id))
+
+
+def rejected_manifest(
+    job_id: int,
+    *,
+    name: str | None,
+    task: str,
+    source_uri: str,
+    source_entry: int,
+    source_sha256: str,
+    kept_at: str,
+    excerpt: str | None,
+    error: str | None,
+) -> dict[str, Any]:
+    """The manifest of a job file (or entry) rejected at ingest: what was refused and
+    why, and where its original bytes are kept."""
+    return {
+        "manifest_version": 1,
+        "job_id": job_id,
+        "state": "rejected",
+        "name": name,
+        "task": task,
+        "source": {
+            "uri": source_uri,
+            "entry": source_entry if source_entry >= 0 else None,
+            "sha256": source_sha256,
+            "kept_at": kept_at,
+        },
+        "excerpt": excerpt,
+        "error": error,
+        "rejected_at": datetime.now(UTC),
+        "artifacts": [],
+    }
+
+
+def publish_rejection(root: str, job_id: int, doc: dict[str, Any]) -> None:
+    """Write a rejected job's manifest once: one already there (another ingester's, or
+    an earlier scan's) stays. Raises ``UnsafeFolder`` when the folder is not a real one
+    of ours, with the reason."""
+    folder = rejected_folder(root, job_id)
+    target = objects.join(folder, MANIFEST)
+    objects.ensure_folder(root, folder)  # a real folder of ours
+    if objects.head(target) is not None:
+        return
+    data = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    with contextlib.suppress(objects.Conflict):  # another ingester wrote it meanwhile
+        objects.write(target, data, if_absent=True)
 
 
 def check_folder(root: str, job: dict[str, Any]) -> dict[str, Any] | None:
@@ -111,7 +230,7 @@ def check_folder(root: str, job: dict[str, Any]) -> dict[str, Any] | None:
 def _manifest_bytes(folder: str) -> bytes | None:
     """The manifest in ``folder`` as it is (None: there is none). A local one is opened
     without following a symbolic link (b"": something that is not a manifest is there)."""
-    uri = objects.join(folder, "manifest.json")
+    uri = objects.join(folder, MANIFEST)
     if objects.is_s3(uri):
         try:
             return objects.read(uri, MANIFEST_LIMIT, what="manifest")
@@ -266,7 +385,7 @@ def write_manifest(folder: str | Path, doc: dict[str, Any]) -> None:
     # orjson: the stdlib encoder falls back to pure Python whenever it indents, and that
     # was a quarter of a no-work job's cost in bench/queue.py.
     data = orjson.dumps(doc, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-    uri = objects.join(str(folder), "manifest.json")
+    uri = objects.join(str(folder), MANIFEST)
     try:
         objects.write(uri, data, if_absent=True, content_type="application/json")
         return
@@ -278,20 +397,21 @@ def write_manifest(folder: str | Path, doc: dict[str, Any]) -> None:
     objects.write(uri, data, if_match=current[1], content_type="application/json")
 
 
-def read_manifest(folder: str | Path) -> dict[str, Any]:
-    """The manifest in ``folder`` ({} when there is none or it does not parse)."""
+def read_manifest(folder: str | Path) -> dict[str, Any] | None:
+    """The manifest in ``folder``, local or ``s3://`` (None when there is none, or it is
+    not a JSON object)."""
     try:
-        data = objects.read(objects.join(str(folder), "manifest.json"), 1 << 24, what="manifest")
+        data = objects.read(objects.join(str(folder), MANIFEST), MANIFEST_LIMIT, what="manifest")
         doc = orjson.loads(data)
     except (InputError, orjson.JSONDecodeError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def published(folder: str | Path) -> bool:
     """Whether the folder holds a succeeded manifest (S3: an earlier attempt's result,
     which a re-run must not overwrite)."""
-    current = _current(objects.join(str(folder), "manifest.json"))
+    current = _current(objects.join(str(folder), MANIFEST))
     return current is not None and current[0]
 
 
@@ -299,7 +419,7 @@ def _current(uri: str) -> tuple[bool, str] | None:
     """(whether it says succeeded, its ETag) of the manifest there now, in one read;
     None when there is none."""
     try:
-        data, info = objects.read_info(uri, 1 << 24, what="manifest")
+        data, info = objects.read_info(uri, MANIFEST_LIMIT, what="manifest")
     except InputError:
         return None
     try:
@@ -307,6 +427,10 @@ def _current(uri: str) -> tuple[bool, str] | None:
     except orjson.JSONDecodeError:
         succeeded = False
     return succeeded, info.etag
+
+
+def _mesh_uri(folder: str, name: str | None) -> str | None:
+    return objects.join(folder, name) if name else None
 
 
 def _media(name: str) -> str:
