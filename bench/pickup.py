@@ -21,9 +21,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from bench import common
+from db import queue
 
 ROOT = Path(__file__).resolve().parent.parent
 PICTURE = ROOT / "examples" / "pictures" / "duck.png"
@@ -65,11 +66,10 @@ def run(drops: int) -> dict[str, float]:
                 time.sleep(0.005)
             done.append(time.perf_counter() - t0)
             with engine.connect() as conn:
-                created = conn.execute(
-                    text("SELECT created_at FROM jobs WHERE id = :i"), {"i": n}
-                ).scalar_one()
-            created_at = datetime.fromisoformat(created).replace(tzinfo=UTC)
-            pickup.append((created_at - dropped).total_seconds())
+                job = queue.get_job(conn, n)
+            if job is None:
+                raise RuntimeError(f"no row for drop {n}")
+            pickup.append((job["created_at"] - dropped).total_seconds())
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -30,13 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
-
 from bench import common
 from config import load_settings
+from db import queue
 from db.engine import Database, create
 from db.migrate import upgrade
-from db.models import jobs
 from ingest.bucket import BucketIngester
 from ingest.ingester import Ingester
 from storage import objects
@@ -116,7 +114,7 @@ def run(n: int, rate: float = 0.0, wait_s: int = 20, consumers: int = 4) -> dict
         all_rows_s = time.time() - t0
         ingester.stop()
         with db.read() as conn:
-            rows = conn.execute(select(jobs.c.source_uri, jobs.c.created_at)).all()
+            rows = [(a.source_uri, a.created_at) for a in queue.arrivals(conn)]
         db.dispose()
     finally:
         server.terminate()
@@ -145,7 +143,7 @@ def _wait_rows(db: Database, n: int, timeout: float = 600) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         with db.read() as conn:
-            if conn.execute(select(func.count()).select_from(jobs)).scalar_one() >= n:
+            if sum(queue.count_by_state(conn).values()) >= n:
                 return
         time.sleep(0.02)
     raise RuntimeError(f"fewer than {n} rows after {timeout} s")

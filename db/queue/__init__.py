@@ -25,7 +25,15 @@ from db.queue.chains import chain, end_descendants, promote
 from db.queue.demand import DEMAND_CAP, ModelDemand, Outlook, demand, outlook
 from db.queue.enqueue import IN_CHUNK, Enqueued, Key, NewJob, enqueue_file, enqueue_files, known
 from db.queue.leases import CLAIMED, claim, fail, finish, postpone, reap, release, renew
-from db.queue.reads import count_by_state, events, get_job, list_jobs
+from db.queue.reads import (
+    Arrival,
+    arrivals,
+    count_by_state,
+    events,
+    get_job,
+    last_id,
+    list_jobs,
+)
 
 __all__ = [
     "CANCELLABLE",
@@ -33,12 +41,14 @@ __all__ = [
     "DEMAND_CAP",
     "IN_CHUNK",
     "RETRYABLE",
+    "Arrival",
     "Enqueued",
     "Key",
     "ModelDemand",
     "NewJob",
     "Outlook",
     "after_expr",
+    "arrivals",
     "cancel",
     "chain",
     "claim",
@@ -52,6 +62,7 @@ __all__ = [
     "finish",
     "get_job",
     "known",
+    "last_id",
     "list_jobs",
     "now",
     "now_expr",

@@ -3,6 +3,8 @@ goes through the analyst views: ``db.reports``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -32,3 +34,29 @@ def events(conn: Connection, job_id: int) -> list[dict[str, Any]]:
 def count_by_state(conn: Connection) -> dict[str, int]:
     rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state))
     return {s: n for s, n in rows}
+
+
+def last_id(conn: Connection) -> int:
+    """The newest job's id, 0 when there is none: how far a burst of inserts has got, read
+    from the primary key alone (a count would read every row)."""
+    return int(conn.execute(select(func.coalesce(func.max(jobs.c.id), 0))).scalar_one())
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """When a job's row was made, and from which source: what an ingest benchmark times."""
+
+    id: int
+    source_uri: str
+    state: str
+    created_at: datetime
+
+
+def arrivals(conn: Connection, *, after_id: int = 0) -> list[Arrival]:
+    """The jobs with an id above ``after_id``, oldest first."""
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.source_uri, jobs.c.state, jobs.c.created_at)
+        .where(jobs.c.id > after_id)
+        .order_by(jobs.c.id)
+    )
+    return [Arrival(*r) for r in rows]
