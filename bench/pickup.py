@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,13 +24,10 @@ from sqlalchemy import create_engine
 
 from bench import common
 from db import queue
+from db.percentiles import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 PICTURE = ROOT / "examples" / "pictures" / "duck.png"
-
-
-def _pct(values: list[float], q: float) -> float:
-    return sorted(values)[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 def run(drops: int) -> dict[str, float]:
@@ -76,10 +72,10 @@ def run(drops: int) -> dict[str, float]:
         shutil.rmtree(work, ignore_errors=True)
     return {
         "drops": drops,
-        "pickup_p50_s": round(statistics.median(pickup), 4),
+        "pickup_p50_s": round(percentile(pickup, 0.5), 4),
         "pickup_max_s": round(max(pickup), 4),
-        "manifest_p50_s": round(statistics.median(done), 3),
-        "manifest_p95_s": round(_pct(done, 0.95), 3),
+        "manifest_p50_s": round(percentile(done, 0.5), 3),
+        "manifest_p95_s": round(percentile(done, 0.95), 3),
     }
 
 

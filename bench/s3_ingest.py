@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from config import load_settings
 from db import queue
 from db.engine import Database, create
 from db.migrate import upgrade
+from db.percentiles import percentile
 from ingest.bucket import BucketIngester
 from ingest.ingester import Ingester
 from storage import objects
@@ -130,8 +130,8 @@ def run(n: int, rate: float = 0.0, wait_s: int = 20, consumers: int = 4) -> dict
         "puts_s": round(puts_s, 2),
         "all_rows_s": round(all_rows_s, 2),
         "all_rows_after_last_put_s": round(all_rows_s - puts_s, 2),
-        "latency_p50_s": round(statistics.median(lat), 3),
-        "latency_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3),
+        "latency_p50_s": round(percentile(lat, 0.5), 3),
+        "latency_p95_s": round(percentile(lat, 0.95), 3),
         "latency_max_s": round(lat[-1], 3),
     }
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from db.percentiles import percentile
 from runner.planner import (
     DEFAULT_MAX_WAIT_S,
     Cost,
@@ -160,8 +161,8 @@ def simulate(trace: Trace, policy: str) -> dict[str, Any]:
         "busy_s": round(busy_s, 1),
         "makespan_s": round(makespan, 1),
         "load_share": round(load_s_total / (makespan * len(gpus)), 4) if makespan else 0.0,
-        "wait_p50_s": round(_quantile(waits, 0.50), 1),
-        "wait_p95_s": round(_quantile(waits, 0.95), 1),
+        "wait_p50_s": round(percentile(waits, 0.50), 1),
+        "wait_p95_s": round(percentile(waits, 0.95), 1),
         "wait_max_s": round(waits[-1], 1),
         "lower_bound_makespan_s": round(lower_bound_makespan(trace), 1),
         "lower_bound_loads": len({j.model for j in trace.jobs}),
@@ -193,13 +194,6 @@ def lower_bound_makespan(trace: Trace) -> float:
     last = max(trace.jobs, key=lambda j: j.t)
     tail = last.t + trace.costs[last.model].batch_s(1) - first
     return max(work / len(trace.gpus), tail)
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    k = min(len(sorted_values) - 1, max(0, int(round(q * (len(sorted_values) - 1)))))
-    return sorted_values[k]
 
 
 def _choose(
