@@ -21,6 +21,7 @@ from adapters.builtin_inflate import InflateParams, inflate
 from adapters.builtin_project import ProjectAdapter, ProjectParams, project, texel_xy, uv_atlas
 from runner.preview import barycentric, face_image, render
 from storage.meshes import export_mesh, load_mesh
+from tests.pictures import MAX_PIXELS
 from tests.shapes import SHAPES, picture
 
 SIZE = 512  # texture side in these tests: enough for the drawn pictures, and quick
@@ -236,7 +237,7 @@ def test_uvs_cover_every_face_in_order_and_stay_in_the_unit_square() -> None:
 def test_glb_round_trip_keeps_uvs_and_the_texture() -> None:
     mesh, tex, _ = _textured("l_shape")
     files = export_mesh(mesh, "glb")
-    back = load_mesh(files["mesh.glb"], "mesh.glb", max_faces=10**6)
+    back = load_mesh(files["mesh.glb"], "mesh.glb", max_faces=10**6, max_pixels=MAX_PIXELS)
     assert len(back.faces) == len(mesh.faces)
     visual = _texture_of(back)
     assert np.asarray(visual.uv).shape == (len(back.vertices), 2)
