@@ -58,7 +58,7 @@ class Moving(ABC):
 
 
 class Dialect(ABC):
-    """The pieces of a statement that differ between the databases (see the table above)."""
+    """The pieces of a statement that differ between the databases (the list above)."""
 
     name: str
 
