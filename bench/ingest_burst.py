@@ -30,10 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
-
 from bench import common
 from bench.queue import _cpu_s, _seconds, runner_env, scratch
+from db import queue
 from db.engine import Database, create
 from db.migrate import upgrade
 
@@ -79,10 +78,9 @@ def run(files: int, pictures: int = 10, outside: bool = False) -> dict[str, Any]
         _until(lambda: _max_id(db) >= files + 1, proc, what=f"{files} rows")
         cpu_s = sum(_cpu_s([proc.pid]).values()) - sum(cpu0.values())
         with db.read() as conn:
-            last, queued = conn.execute(
-                text("SELECT max(created_at), sum(CASE WHEN state = 'queued' THEN 1 ELSE 0 END)"
-                     " FROM jobs WHERE id > 1")
-            ).one()  # fmt: skip
+            burst = queue.arrivals(conn, after_id=1)  # the warm-up job is row 1
+        last = max(a.created_at for a in burst)
+        queued = sum(a.state == "queued" for a in burst)
         _until(lambda: not any(p.suffix == ".json" for p in inbox.iterdir()), proc,
                what="the inbox to empty")  # fmt: skip
     finally:
@@ -101,13 +99,13 @@ def run(files: int, pictures: int = 10, outside: bool = False) -> dict[str, Any]
         "first_rename_to_last_row_s": round(seconds, 3),
         "files_per_s": round(files / seconds),
         "ingest_cpu_ms_per_file": round(1000 * cpu_s / files, 3),
-        "rows_queued": int(queued or 0),
+        "rows_queued": queued,
     }
 
 
 def _max_id(db: Database) -> int:
     with db.read() as conn:
-        return int(conn.execute(text("SELECT coalesce(max(id), 0) FROM jobs")).scalar_one())
+        return queue.last_id(conn)
 
 
 def _until(cond: Any, proc: subprocess.Popen[bytes], *, what: str, timeout: float = 900) -> None:

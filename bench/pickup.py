@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,16 +20,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from bench import common
+from db import queue
+from db.percentiles import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 PICTURE = ROOT / "examples" / "pictures" / "duck.png"
-
-
-def _pct(values: list[float], q: float) -> float:
-    return sorted(values)[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 def run(drops: int) -> dict[str, float]:
@@ -65,21 +62,20 @@ def run(drops: int) -> dict[str, float]:
                 time.sleep(0.005)
             done.append(time.perf_counter() - t0)
             with engine.connect() as conn:
-                created = conn.execute(
-                    text("SELECT created_at FROM jobs WHERE id = :i"), {"i": n}
-                ).scalar_one()
-            created_at = datetime.fromisoformat(created).replace(tzinfo=UTC)
-            pickup.append((created_at - dropped).total_seconds())
+                job = queue.get_job(conn, n)
+            if job is None:
+                raise RuntimeError(f"no row for drop {n}")
+            pickup.append((job["created_at"] - dropped).total_seconds())
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
     return {
         "drops": drops,
-        "pickup_p50_s": round(statistics.median(pickup), 4),
+        "pickup_p50_s": round(percentile(pickup, 0.5), 4),
         "pickup_max_s": round(max(pickup), 4),
-        "manifest_p50_s": round(statistics.median(done), 3),
-        "manifest_p95_s": round(_pct(done, 0.95), 3),
+        "manifest_p50_s": round(percentile(done, 0.5), 3),
+        "manifest_p95_s": round(percentile(done, 0.95), 3),
     }
 
 

@@ -43,19 +43,21 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import Connection, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from bench import common
-from db import queue
+from db import queue, runners
 from db.engine import Database, create, normalise_url
 from db.migrate import upgrade
 from db.models import job_events
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 PROCESSES = 4
 BATCH = 32
 
@@ -168,19 +170,17 @@ def _lifecycle(url: str, n: int) -> tuple[float, float, float | None]:
     try:
         # Like the raw phase's start barrier: the jobs arrive once every runner is up and
         # polling, so one runner's work does not share the CPU with another's imports.
-        _until(lambda: _count(db, "SELECT count(*) FROM runners WHERE state = 'running'")
-               >= PROCESSES, procs)  # fmt: skip
+        _until(lambda: len(_read(db, runners.live)) >= PROCESSES, procs)
         enqueue(db, n, "lifecycle")
         pids = [p.pid for p in procs]
         cpu0 = (_cpu_s(pids), _cpu_s(_server_pids(db)))
-        # Polled while the runners work, so a cheap question (the first row the state
-        # index finds), not a count over every finished job.
-        _until(lambda: not _count(db, "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state"
-                                      " IN ('queued', 'running') LIMIT 1) AS left_over"),
-               procs)  # fmt: skip
+        # Polled while the runners work, so a cheap question (the first queued row along
+        # the run_after index, and whether any row is running), not a count over every
+        # finished job.
+        _until(lambda: _read(db, _settled), procs)
         server = _server_pids(db)  # with any connection opened meanwhile
         clients_s, server_s = _cpu_since(cpu0[0], pids), _cpu_since(cpu0[1], server)
-        done = _count(db, "SELECT count(*) FROM jobs WHERE state = 'succeeded'")
+        done = _read(db, queue.count_by_state).get("succeeded", 0)
         if done != n:
             raise RuntimeError(f"{done} of {n} jobs succeeded")
     finally:
@@ -194,9 +194,15 @@ def _lifecycle(url: str, n: int) -> tuple[float, float, float | None]:
     return rate, clients_s / n, server_s / n if server else None
 
 
-def _count(db: Database, sql: str) -> int:
+def _read(db: Database, query: Callable[[Connection], T]) -> T:
     with db.read() as conn:
-        return int(conn.execute(text(sql)).scalar_one())
+        return query(conn)
+
+
+def _settled(conn: Connection) -> bool:
+    """No job queued or running."""
+    left = queue.outlook(conn)
+    return left.next_run_after is None and not left.any_running
 
 
 def _until(cond: Any, procs: list[subprocess.Popen[bytes]], timeout: float = 3600) -> None:

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,13 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
-
 from bench import common
 from config import load_settings
+from db import queue
 from db.engine import Database, create
 from db.migrate import upgrade
-from db.models import jobs
+from db.percentiles import percentile
 from ingest.bucket import BucketIngester
 from ingest.ingester import Ingester
 from storage import objects
@@ -116,7 +114,7 @@ def run(n: int, rate: float = 0.0, wait_s: int = 20, consumers: int = 4) -> dict
         all_rows_s = time.time() - t0
         ingester.stop()
         with db.read() as conn:
-            rows = conn.execute(select(jobs.c.source_uri, jobs.c.created_at)).all()
+            rows = [(a.source_uri, a.created_at) for a in queue.arrivals(conn)]
         db.dispose()
     finally:
         server.terminate()
@@ -132,8 +130,8 @@ def run(n: int, rate: float = 0.0, wait_s: int = 20, consumers: int = 4) -> dict
         "puts_s": round(puts_s, 2),
         "all_rows_s": round(all_rows_s, 2),
         "all_rows_after_last_put_s": round(all_rows_s - puts_s, 2),
-        "latency_p50_s": round(statistics.median(lat), 3),
-        "latency_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3),
+        "latency_p50_s": round(percentile(lat, 0.5), 3),
+        "latency_p95_s": round(percentile(lat, 0.95), 3),
         "latency_max_s": round(lat[-1], 3),
     }
 
@@ -145,7 +143,7 @@ def _wait_rows(db: Database, n: int, timeout: float = 600) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         with db.read() as conn:
-            if conn.execute(select(func.count()).select_from(jobs)).scalar_one() >= n:
+            if sum(queue.count_by_state(conn).values()) >= n:
                 return
         time.sleep(0.02)
     raise RuntimeError(f"fewer than {n} rows after {timeout} s")

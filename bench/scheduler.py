@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from db.percentiles import percentile
 from runner.planner import (
-    DEFAULT_MAX_WAIT_S,
     Cost,
     Demand,
     DeviceState,
@@ -38,6 +38,10 @@ from runner.planner import (
 )
 
 POLICIES = ("fifo", "lru", "planner")
+# The aging bound of a trace that names none. The simulation's own parameter, part of the
+# trace format: a trace replays the same whatever anyone's settings say, so its figures
+# compare across runs (the runner's bound is the configured runner.max_wait_s).
+TRACE_MAX_WAIT_S = 600.0
 TRACES = Path(__file__).resolve().parent / "traces"
 
 
@@ -64,7 +68,7 @@ class Trace:
     gpus: list[dict[str, Any]]
     costs: dict[str, Cost]
     jobs: list[Job]
-    max_wait_s: float = DEFAULT_MAX_WAIT_S
+    max_wait_s: float = TRACE_MAX_WAIT_S
 
     @classmethod
     def load(cls, path: Path) -> Trace:
@@ -81,7 +85,7 @@ class Trace:
             Job(i, float(j["t"]), j["model"], int(j.get("priority", 0)))
             for i, j in enumerate(doc["jobs"])
         ]
-        return cls(doc["gpus"], costs, jobs, float(doc.get("max_wait_s", DEFAULT_MAX_WAIT_S)))
+        return cls(doc["gpus"], costs, jobs, float(doc.get("max_wait_s", TRACE_MAX_WAIT_S)))
 
 
 def simulate(trace: Trace, policy: str) -> dict[str, Any]:
@@ -160,8 +164,8 @@ def simulate(trace: Trace, policy: str) -> dict[str, Any]:
         "busy_s": round(busy_s, 1),
         "makespan_s": round(makespan, 1),
         "load_share": round(load_s_total / (makespan * len(gpus)), 4) if makespan else 0.0,
-        "wait_p50_s": round(_quantile(waits, 0.50), 1),
-        "wait_p95_s": round(_quantile(waits, 0.95), 1),
+        "wait_p50_s": round(percentile(waits, 0.50), 1),
+        "wait_p95_s": round(percentile(waits, 0.95), 1),
         "wait_max_s": round(waits[-1], 1),
         "lower_bound_makespan_s": round(lower_bound_makespan(trace), 1),
         "lower_bound_loads": len({j.model for j in trace.jobs}),
@@ -193,13 +197,6 @@ def lower_bound_makespan(trace: Trace) -> float:
     last = max(trace.jobs, key=lambda j: j.t)
     tail = last.t + trace.costs[last.model].batch_s(1) - first
     return max(work / len(trace.gpus), tail)
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    k = min(len(sorted_values) - 1, max(0, int(round(q * (len(sorted_values) - 1)))))
-    return sorted_values[k]
 
 
 def _choose(

@@ -2,6 +2,10 @@
 
 No file is needed for the embedded default. Relative paths are relative to the
 current directory, like the database URL's ``sqlite:///var/...``.
+
+Every default is written once, in ``defaults.yaml``, which is read first and under
+everything else; the models below say what a setting may be (its type and bounds, no
+unknown keys), never what it is by default, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -40,68 +44,68 @@ class _Section(BaseModel):
 class IngestSettings(_Section):
     # Where file events come from: the kernel's inotify read directly (Linux), watchdog
     # (any system), or "auto": inotify where there is one.
-    watcher: Literal["auto", "inotify", "watchdog"] = "auto"
-    rescan_interval_s: float = Field(5.0, gt=0)
-    missing_input_grace_s: float = Field(5.0, ge=0)
-    settle_s: float = Field(1.0, ge=0)
+    watcher: Literal["auto", "inotify", "watchdog"]
+    rescan_interval_s: float = Field(gt=0)
+    missing_input_grace_s: float = Field(ge=0)
+    settle_s: float = Field(ge=0)
     # A job file that does not parse (yet) while it is younger than this is looked at
     # again rather than rejected: a slow writer's half-written file looks just like it.
-    unfinished_grace_s: float = Field(30.0, ge=0)
-    max_job_file_bytes: int = Field(16 * 2**20, gt=0)
-    max_entries_per_file: int = Field(10_000, gt=0)
+    unfinished_grace_s: float = Field(ge=0)
+    max_job_file_bytes: int = Field(gt=0)
+    max_entries_per_file: int = Field(gt=0)
     # s3:// inputs outside the bucket inbox must start with one of these prefixes.
-    s3_allow: list[str] = Field(default_factory=list)
+    s3_allow: list[str]
     # Bucket inbox: SQS long-poll wait, and how often to list the prefix as well (the
     # fallback without a queue, the reconciliation beside one).
-    sqs_wait_s: int = Field(20, ge=0, le=20)
-    list_interval_s: float = Field(60.0, gt=0)
+    sqs_wait_s: int = Field(ge=0, le=20)
+    list_interval_s: float = Field(gt=0)
     # Receives in flight at once: one receive takes at most 10 messages, so a burst of
     # events drains only as fast as receives come back.
-    sqs_consumers: int = Field(4, ge=1, le=32)
+    sqs_consumers: int = Field(ge=1, le=32)
 
 
 class RunnerSettings(_Section):
-    poll_interval_s: float = Field(0.5, gt=0)
-    lease_s: float = Field(120.0, gt=0)
-    heartbeat_s: float = Field(10.0, gt=0)  # lease renewal; well under lease_s
-    reap_interval_s: float = Field(15.0, gt=0)
+    poll_interval_s: float = Field(gt=0)
+    lease_s: float = Field(gt=0)
+    heartbeat_s: float = Field(gt=0)  # lease renewal; well under lease_s
+    reap_interval_s: float = Field(gt=0)
     # While a model's batches come back full, keep claiming it without re-reading the
     # queue's demand for up to this long (bounds how late a more urgent model is seen).
-    plan_interval_s: float = Field(1.0, ge=0)
+    plan_interval_s: float = Field(ge=0)
     # Aging: no job waits longer than this because its model is unpopular.
-    max_wait_s: float = Field(600.0, gt=0)
+    max_wait_s: float = Field(gt=0)
     # Kept free on each GPU: the CUDA context (~0.6 GiB a process) and fragmentation.
-    vram_reserve_mb: int = Field(1024, ge=0)
-    max_runner_deaths: int = Field(3, ge=1)
-    max_attempts: int = Field(3, ge=1)
-    retry_base_s: float = Field(2.0, ge=0)
-    retry_max_s: float = Field(300.0, ge=0)
+    vram_reserve_mb: int = Field(ge=0)
+    max_runner_deaths: int = Field(ge=1)
+    max_attempts: int = Field(ge=1)
+    retry_base_s: float = Field(ge=0)
+    retry_max_s: float = Field(ge=0)
     # A batch whose pictures together pass this runs in parts: a batch of eight jobs
     # each naming a 46 MB picture must not hold them all (and their decodes) at once.
-    max_batch_input_bytes: int = Field(1 << 30, gt=0)
+    max_batch_input_bytes: int = Field(gt=0)
     # A job whose outputs could not be written because the storage was out goes back to
     # the queue without using an attempt, runnable again after this long; meanwhile the
     # runner claims nothing until a probe of the outputs succeeds.
-    storage_retry_s: float = Field(10.0, ge=0)
+    storage_retry_s: float = Field(ge=0)
 
 
 class Limits(_Section):
-    max_picture_bytes: int = Field(50 * 2**20, gt=0)
-    max_picture_pixels: int = Field(40_000_000, gt=0)
-    max_mesh_bytes: int = Field(200 * 2**20, gt=0)  # a mesh input with the files it refers to
-    max_mesh_faces: int = Field(2_000_000, gt=0)
+    max_picture_bytes: int = Field(gt=0)
+    max_picture_pixels: int = Field(gt=0)
+    max_mesh_bytes: int = Field(gt=0)  # a mesh input with the files it refers to
+    max_mesh_faces: int = Field(gt=0)
 
 
 class Settings(_Section):
     database_url: str
     inbox: str
     outputs: str
-    inbox_queue: str | None = None
-    ingest: IngestSettings = IngestSettings()
-    runner: RunnerSettings = RunnerSettings()
-    limits: Limits = Limits()
+    inbox_queue: str | None
+    ingest: IngestSettings
+    runner: RunnerSettings
+    limits: Limits
     # Virtual GPUs for a machine without an NVIDIA driver: [{id: 0, vram_mb: 24576}].
-    gpus: list[dict[str, Any]] = Field(default_factory=list)
+    gpus: list[dict[str, Any]]
     models: dict[str, dict[str, Any]]
     default_models: dict[str, str]
 

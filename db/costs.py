@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, insert, select
 
+from db.clock import now_expr
 from db.models import model_loads
-from db.queue import now_expr
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy import Connection, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from db.clock import now_expr
+from db.dialects import dialect_of
 from db.models import ingest_cursors
-from db.queue import now_expr
 
 
 def load(conn: Connection, source: str) -> str | None:
@@ -17,9 +17,10 @@ def load(conn: Connection, source: str) -> str | None:
 
 
 def save(conn: Connection, source: str, start_after: str | None) -> None:
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = dialect_insert(ingest_cursors).values(
-        source=source, start_after=start_after, updated_at=now_expr(conn)
+    stmt = (
+        dialect_of(conn)
+        .insert(ingest_cursors)
+        .values(source=source, start_after=start_after, updated_at=now_expr(conn))
     )
     conn.execute(
         stmt.on_conflict_do_update(

@@ -151,6 +151,8 @@ job_events = Table(
     Column("attempt", Integer, nullable=False, server_default="0"),
     Column("detail", Text),
 )
+# What an INSERT ... SELECT of events fills (every column but the id), in this order.
+EVENT_COLUMNS = ["job_id", "from_state", "to_state", "at", "runner", "attempt", "detail"]
 
 RUNNER_STATES = ("running", "stopped", "gone")
 

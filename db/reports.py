@@ -3,11 +3,12 @@ job_history (the stable SQL surface), joined to jobs only for what the views omi
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, text
+
+from db.percentiles import percentile
 
 _SUMMARY = """
 SELECT s.id, s.task, s.model, s.state, s.priority, s.attempts, s.source,
@@ -41,11 +42,8 @@ def history(conn: Connection, job_id: int) -> list[dict[str, Any]]:
 
 
 def _pct(values: list[float], q: float) -> float | None:
-    """The q-quantile (nearest rank) of ``values``; None when there are none."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 3)
+    """The q-quantile of ``values`` to the millisecond; None when there are none."""
+    return round(percentile(values, q), 3) if values else None
 
 
 def report(conn: Connection, since: datetime, until: datetime) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from db.clock import after_expr, now_expr
 from db.models import runners
-from db.queue import after_expr, now_expr
 
 
 def register(conn: Connection, runner_id: str, *, devices: list[Any] | None = None) -> None:

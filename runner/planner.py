@@ -34,7 +34,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-DEFAULT_MAX_WAIT_S = 600.0
 # Added to every job's wait in the score, so fresh jobs still count (a burst's jobs all
 # have waited ~0 s); about the length of one model load.
 WAIT_OFFSET_S = 60.0
@@ -114,7 +113,7 @@ def plan(
     demand: Iterable[Demand],
     costs: Mapping[str, Cost],
     *,
-    max_wait_s: float = DEFAULT_MAX_WAIT_S,
+    max_wait_s: float,
     held_elsewhere: Iterable[str] = (),
 ) -> Decision | None:
     """What the free device ``device_id`` should do next; None: nothing for it.

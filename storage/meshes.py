@@ -41,7 +41,7 @@ from urllib.parse import unquote, unquote_to_bytes
 import numpy as np
 
 from storage.errors import InputError, TransientError
-from storage.pictures import DEFAULT_MAX_PIXELS, RASTER_FORMATS, not_raster
+from storage.pictures import RASTER_FORMATS, not_raster
 from storage.textures import TextureCheck, check_gltf_images
 
 if TYPE_CHECKING:
@@ -209,15 +209,16 @@ def load_mesh(
     name: str,
     *,
     max_faces: int,
+    max_pixels: int,
     resolve: Resolve | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> trimesh.Trimesh:
     """One checked Trimesh from a mesh file's bytes; a scene is flattened (its node
     transforms applied, visuals kept where trimesh can concatenate them).
 
     ``resolve(relative_name)`` reads the files the mesh refers to, named relative to the
     mesh's own folder; it enforces the caller's confinement and byte limits. Without it,
-    a mesh that refers to other files is refused. ``max_pixels`` limits each texture.
+    a mesh that refers to other files is refused. ``max_pixels`` limits each texture
+    (the configured ``limits.max_picture_pixels``, as for pictures).
     """
     import trimesh
 

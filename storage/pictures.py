@@ -18,6 +18,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from storage.errors import InputError
 
+# The pixel limit of ``decode_rgba`` when its caller names none: the adapters' decode of
+# a picture that ingest already held to the configured ``limits.max_picture_pixels``.
+# Every other check here takes the configured limit from its caller.
 DEFAULT_MAX_PIXELS = 40_000_000  # e.g. 8000 x 5000
 DEFAULT_MAX_SIDE = 16_384
 
@@ -99,9 +102,7 @@ def _open(data: bytes, name: str) -> Image.Image:
         ) from None
 
 
-def probe(
-    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "picture"
-) -> PictureInfo:
+def probe(data: bytes, *, max_pixels: int, name: str = "picture") -> PictureInfo:
     """Check that ``data`` is a picture of acceptable size, reading only its header."""
     if not data:
         raise InputError(f"{name} is empty (0 bytes)")
@@ -160,9 +161,7 @@ def _decoded(data: bytes, name: str) -> Image.Image:
     return img
 
 
-def check_picture(
-    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "picture"
-) -> PictureInfo:
+def check_picture(data: bytes, *, max_pixels: int, name: str = "picture") -> PictureInfo:
     """``probe``, then decode every pixel once: for a picture another library decodes
     later (a mesh's texture: trimesh drops one that fails, silently), so that a damaged
     one is refused here, with a reason."""

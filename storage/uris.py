@@ -15,7 +15,6 @@ from urllib.parse import unquote, urlparse
 from config.text import printable
 from storage.errors import InputError
 from storage.local import confined, read_limited
-from storage.pictures import DEFAULT_MAX_PIXELS
 
 
 def decode_data_uri(ref: str, limit: int, what: str) -> bytes:
@@ -81,7 +80,7 @@ def read_mesh(
     *,
     max_bytes: int,
     max_faces: int,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int,
     what: str = "mesh",
     expect_sha256: str | None = None,
 ) -> Any:
@@ -103,7 +102,7 @@ def read_mesh_digest(
     *,
     max_bytes: int,
     max_faces: int,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int,
     what: str = "mesh",
 ) -> tuple[Any, str]:
     """A mesh input as one checked ``trimesh.Trimesh``, and a sha256 of every byte read

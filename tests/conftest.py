@@ -22,6 +22,7 @@ from config import Settings, load_settings
 from db.engine import Database, create, normalise_url
 from db.migrate import upgrade
 from storage import objects
+from tests.processes import STARTED
 
 PG_ADMIN_URL = os.environ.get(
     "GEN3D_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -138,8 +139,6 @@ def aws(moto_url: str, point_aws: Callable[[str], None]) -> None:
 def _no_runner_outlives_its_test() -> Iterator[None]:
     """A failed assertion must not leave runners behind, retrying a dropped database."""
     yield
-    from tests.test_leases import STARTED
-
     while STARTED:
         proc = STARTED.pop()
         if proc.poll() is None:

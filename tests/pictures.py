@@ -12,6 +12,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from config import load_settings
+
+# The configured picture pixel limit (defaults.yaml), for storage checks a test calls.
+MAX_PIXELS = load_settings(env={}).limits.max_picture_pixels
+
 
 def disk_png(size: int = 96, *, background: tuple[int, ...] | None = None) -> bytes:
     """A red disk; transparent background unless ``background`` (RGB) is given."""

@@ -8,33 +8,34 @@ import sys
 
 from db import queue
 from db.engine import Database
-from tests.test_leases import OUT, ROOT, _claim, _enqueue, _runner, _states, _wait
+from tests.noop_jobs import OUT, claim_noop, enqueue_noop, state_counts
+from tests.processes import ROOT, start_runner, wait_until
 
 
 def test_cancelled_queued_job_is_never_claimed(db: Database) -> None:
-    (jid,) = _enqueue(db, 1)
+    (jid,) = enqueue_noop(db, 1)
     with db.write() as conn:
         assert queue.cancel(conn, [jid]) == {jid: (True, "cancelled")}
         evs = queue.events(conn, jid)
-    assert _claim(db, "r", 1) == []
+    assert claim_noop(db, "r", 1) == []
     assert (evs[-1]["from_state"], evs[-1]["to_state"], evs[-1]["detail"]) == (
         "queued", "cancelled", "cancelled by an admin",
     )  # fmt: skip
 
 
 def test_cancelled_running_job_cannot_be_finished_by_its_runner(db: Database) -> None:
-    (jid,) = _enqueue(db, 1)
-    _claim(db, "r", 1)
+    (jid,) = enqueue_noop(db, 1)
+    claim_noop(db, "r", 1)
     with db.write() as conn:
         assert queue.cancel(conn, [jid]) == {jid: (True, "cancelled")}
         assert queue.renew(conn, [jid], owner="r", lease_s=60) == []  # the heartbeat sees it gone
         assert queue.finish(conn, [jid], owner="r") == []
-    assert _states(db) == {"cancelled": 1}
+    assert state_counts(db) == {"cancelled": 1}
 
 
 def test_finished_or_unknown_jobs_are_not_cancelled(db: Database) -> None:
-    (jid,) = _enqueue(db, 1)
-    _claim(db, "r", 1)
+    (jid,) = enqueue_noop(db, 1)
+    claim_noop(db, "r", 1)
     with db.write() as conn:
         queue.finish(conn, [jid], owner="r")
         assert queue.cancel(conn, [jid, 999]) == {
@@ -44,8 +45,8 @@ def test_finished_or_unknown_jobs_are_not_cancelled(db: Database) -> None:
 
 
 def test_retry_requeues_failed_jobs_with_fresh_attempts(db: Database) -> None:
-    (jid,) = _enqueue(db, 1)
-    _claim(db, "r", 1)
+    (jid,) = enqueue_noop(db, 1)
+    claim_noop(db, "r", 1)
     with db.write() as conn:
         queue.fail(conn, jid, owner="r", error="boom", permanent=True, retry_in_s=0)
         assert queue.retry(conn, [jid]) == {jid: (True, "queued")}
@@ -55,7 +56,7 @@ def test_retry_requeues_failed_jobs_with_fresh_attempts(db: Database) -> None:
         None,
         None,
     )
-    assert _claim(db, "r2", 1) == [jid]
+    assert claim_noop(db, "r2", 1) == [jid]
 
 
 def test_rejected_jobs_are_not_retried(db: Database) -> None:
@@ -70,9 +71,9 @@ def test_rejected_jobs_are_not_retried(db: Database) -> None:
 
 
 def test_live_runner_abandons_a_job_cancelled_while_it_runs(db: Database, db_url: str) -> None:
-    ids = _enqueue(db, 3, sleep_s=1.0)
-    proc = _runner(db_url, "--until-idle")
-    _wait(lambda: _states(db).get("running", 0) == 3)
+    ids = enqueue_noop(db, 3, sleep_s=1.0)
+    proc = start_runner(db_url, "--until-idle")
+    wait_until(lambda: state_counts(db).get("running", 0) == 3)
     with db.write() as conn:
         queue.cancel(conn, [ids[-1]])  # the last of the batch: still to be run
     assert proc.wait(timeout=60) == 0
@@ -86,7 +87,7 @@ def test_live_runner_abandons_a_job_cancelled_while_it_runs(db: Database, db_url
 def test_cli_cancel_and_retry_report_each_job_and_exit_1_on_refusals(
     db: Database, db_url: str
 ) -> None:
-    (jid,) = _enqueue(db, 1)
+    (jid,) = enqueue_noop(db, 1)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("GEN3D_")},
         "GEN3D_DATABASE_URL": db_url,

@@ -15,8 +15,10 @@ from adapters.builtin.convert.pipeline import ConvertParams, convert
 from geometry.measures import is_closed
 from storage.meshes import export_mesh, load_mesh
 from tests.meshes import blob, character, surface_colour, textured
+from tests.pictures import MAX_PIXELS
 
 LIMIT = 1_000_000
+LIMITS = {"max_faces": LIMIT, "max_pixels": MAX_PIXELS}
 
 
 def run(mesh: Any, **params: Any) -> Result:
@@ -30,7 +32,7 @@ def run(mesh: Any, **params: Any) -> Result:
 def through(mesh: Any, fmt: str) -> trimesh.Trimesh:
     """Write ``mesh`` as the runner does and read the files back as the next stage would."""
     files = export_mesh(mesh, fmt)
-    return load_mesh(files[f"mesh.{fmt}"], f"mesh.{fmt}", max_faces=LIMIT, resolve=files.get)
+    return load_mesh(files[f"mesh.{fmt}"], f"mesh.{fmt}", **LIMITS, resolve=files.get)
 
 
 def distance_to(surface: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
@@ -74,7 +76,7 @@ def test_textured_obj_export_has_mtl_and_png_and_reimports_with_texture() -> Non
     files = export_mesh(result.mesh, "obj")
     assert set(files) == {"mesh.obj", "mesh.mtl", "mesh_texture.png"}
     assert files["mesh_texture.png"].startswith(b"\x89PNG")
-    back = load_mesh(files["mesh.obj"], "mesh.obj", max_faces=LIMIT, resolve=files.__getitem__)
+    back = load_mesh(files["mesh.obj"], "mesh.obj", **LIMITS, resolve=files.__getitem__)
     assert back.visual.kind == "texture"
     assert back.visual.material.image.size == (128, 128)
     assert np.allclose(back.visual.uv, source.visual.uv, atol=1e-6)

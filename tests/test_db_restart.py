@@ -16,8 +16,8 @@ from sqlalchemy.engine import make_url
 
 from db.engine import Database, create
 from db.migrate import upgrade
-from tests.test_leases import _enqueue, _log, _runner, _states, _wait
-from tests.test_many_runners import _events_per_job
+from tests.noop_jobs import enqueue_noop, events_per_job, state_counts
+from tests.processes import runner_log, start_runner, wait_until
 
 
 def _restart_local_postgres() -> None:
@@ -48,16 +48,16 @@ def test_runner_rides_out_a_postgresql_restart(pg_url: str, pg_db: Database) -> 
     host = make_url(pg_url).host
     if host not in ("127.0.0.1", "localhost") or not shutil.which("pg_ctlcluster"):
         pytest.skip("the PostgreSQL server is not a local cluster this machine controls")
-    ids = _enqueue(db, 300, sleep_s=0.02)
-    proc = _runner(db_url, "--until-idle")
-    _wait(lambda: _states(db).get("succeeded", 0) >= 50)
+    ids = enqueue_noop(db, 300, sleep_s=0.02)
+    proc = start_runner(db_url, "--until-idle")
+    wait_until(lambda: state_counts(db).get("succeeded", 0) >= 50)
     started_before = _postmaster_start(db)
     _restart_local_postgres()
     assert _postmaster_start(db) > started_before  # the server really went away
-    assert _states(db).get("succeeded", 0) < len(ids)  # ... while work was outstanding
-    assert proc.wait(timeout=240) == 0, _log(proc)
-    assert _states(db) == {"succeeded": len(ids)}
-    assert _events_per_job(db, "succeeded") == {i: 1 for i in ids}
+    assert state_counts(db).get("succeeded", 0) < len(ids)  # ... while work was outstanding
+    assert proc.wait(timeout=240) == 0, runner_log(proc)
+    assert state_counts(db) == {"succeeded": len(ids)}
+    assert events_per_job(db, "succeeded") == {i: 1 for i in ids}
 
 
 def test_a_claim_on_a_dropped_connection_fails_as_sqlalchemy_does(
@@ -71,7 +71,7 @@ def test_a_claim_on_a_dropped_connection_fails_as_sqlalchemy_does(
 
     from db import queue
 
-    ids = _enqueue(pg_db, 3)
+    ids = enqueue_noop(pg_db, 3)
     with pg_db.statement() as conn:  # the pooled connection the claim will be given
         pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
     admin = Database(create(pg_url, pool=False))
@@ -89,7 +89,7 @@ def test_a_claim_on_a_dropped_connection_fails_as_sqlalchemy_does(
     assert sorted(j["id"] for j in got) == ids[:2]
     with pg_db.statement() as conn:
         assert queue.finish(conn, ids[:2], owner="r") == ids[:2]
-    assert _states(pg_db) == {"succeeded": 2, "queued": 1}
+    assert state_counts(pg_db) == {"succeeded": 2, "queued": 1}
 
 
 def _sqlite_db(path: Path) -> tuple[Database, str]:
@@ -108,9 +108,9 @@ def _remove_sqlite(path: Path) -> None:
 def _runner_done_with_two_jobs(path: Path) -> subprocess.Popen[bytes]:
     """A runner on a fresh SQLite file at ``path`` that has run two jobs, still running."""
     db, url = _sqlite_db(path)
-    _enqueue(db, 2)
-    proc = _runner(url)
-    _wait(lambda: _states(db) == {"succeeded": 2})
+    enqueue_noop(db, 2)
+    proc = start_runner(url)
+    wait_until(lambda: state_counts(db) == {"succeeded": 2})
     db.dispose()
     return proc
 
@@ -119,11 +119,11 @@ def test_a_runner_whose_sqlite_file_is_deleted_stops_with_the_reason(tmp_path: P
     path = tmp_path / "gen3d.sqlite3"
     proc = _runner_done_with_two_jobs(path)
     _remove_sqlite(path)
-    assert proc.wait(timeout=30) == 1, _log(proc)
+    assert proc.wait(timeout=30) == 1, runner_log(proc)
     assert (
         f"database file {path} was deleted while this process used it; stopping so that no"
         " outputs are overwritten"
-    ) in _log(proc)
+    ) in runner_log(proc)
 
 
 def test_a_runner_whose_sqlite_file_is_replaced_by_a_fresh_database_stops(
@@ -135,8 +135,8 @@ def test_a_runner_whose_sqlite_file_is_replaced_by_a_fresh_database_stops(
     fresh.dispose()
     _remove_sqlite(path)
     os.replace(tmp_path / "fresh.sqlite3", path)
-    assert proc.wait(timeout=30) == 1, _log(proc)
+    assert proc.wait(timeout=30) == 1, runner_log(proc)
     assert (
         f"database file {path} was replaced by another file while this process used it;"
         " stopping so that no outputs are overwritten"
-    ) in _log(proc)
+    ) in runner_log(proc)

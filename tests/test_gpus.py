@@ -19,7 +19,7 @@ from db.models import model_loads
 from runner import gpus
 from runner.loop import Runner
 from tests import failing_adapters
-from tests.test_leases import ROOT
+from tests.processes import ROOT
 
 GPU = [{"id": 0, "vram_mb": 24_000}]
 NOOP = "adapters.builtin.noop:NoopAdapter"

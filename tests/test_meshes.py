@@ -26,9 +26,10 @@ from tests.meshes import (
     textured,
     textured_quad,
 )
-from tests.pictures import bomb_png, disk_png, eps
+from tests.pictures import MAX_PIXELS, bomb_png, disk_png, eps
 
 LIMIT = 1_000_000
+LIMITS = {"max_faces": LIMIT, "max_pixels": MAX_PIXELS}
 PNG = disk_png(32)
 NOT_RASTER = "not one of the raster formats PNG, JPEG, MPO, WEBP, BMP, TIFF, GIF, TGA"
 IN_GLB = r"^image 0 of m\.glb \(in its bufferView \d+\)"  # the number is trimesh's layout
@@ -76,7 +77,7 @@ def test_each_format_round_trips_geometry(fmt: str) -> None:
     mesh = blob(2)
     files = export_mesh(mesh, fmt)
     assert list(files) == [f"mesh.{fmt}"]
-    back = load_mesh(files[f"mesh.{fmt}"], f"mesh.{fmt}", max_faces=LIMIT)
+    back = load_mesh(files[f"mesh.{fmt}"], f"mesh.{fmt}", **LIMITS)
     assert isinstance(back, trimesh.Trimesh)
     assert len(back.faces) == len(mesh.faces)
     if fmt == "stl":  # STL stores each triangle's corners apart
@@ -90,7 +91,7 @@ def test_each_format_round_trips_geometry(fmt: str) -> None:
 
 def test_loading_keeps_duplicate_vertices_and_degenerate_faces() -> None:
     text = TRIANGLE + "v 0 0 0\nf 1 2 3\nf 4 2 3\nf 1 1 2\n"
-    mesh = load_mesh(text.encode(), "dupes.obj", max_faces=LIMIT)
+    mesh = load_mesh(text.encode(), "dupes.obj", **LIMITS)
     assert (len(mesh.vertices), len(mesh.faces)) == (4, 3)
 
 
@@ -98,7 +99,7 @@ def test_gltf_with_external_buffers_loads_through_resolve() -> None:
     mesh = blob(2)
     files = trimesh.exchange.gltf.export_gltf(trimesh.Scene(mesh))
     resolve = folder(files)
-    back = load_mesh(files["model.gltf"], "model.gltf", max_faces=LIMIT, resolve=resolve)
+    back = load_mesh(files["model.gltf"], "model.gltf", **LIMITS, resolve=resolve)
     assert sorted(resolve.asked) == sorted(k for k in files if k.endswith(".bin"))
     assert (len(back.vertices), len(back.faces)) == (len(mesh.vertices), len(mesh.faces))
     assert np.allclose(back.vertices, mesh.vertices, atol=1e-6)
@@ -108,7 +109,7 @@ def test_gltf_with_embedded_data_uris_needs_no_resolve() -> None:
     mesh = blob(1)
     files = trimesh.exchange.gltf.export_gltf(trimesh.Scene(mesh), embed_buffers=True)
     assert "data:" in files["model.gltf"].decode()
-    back = load_mesh(files["model.gltf"], "model.gltf", max_faces=LIMIT, resolve=never)
+    back = load_mesh(files["model.gltf"], "model.gltf", **LIMITS, resolve=never)
     assert len(back.faces) == len(mesh.faces)
 
 
@@ -127,21 +128,19 @@ def test_gltf_with_embedded_data_uris_needs_no_resolve() -> None:
 )
 def test_gltf_unsafe_buffer_reference_is_rejected_before_resolve(uri: str, reason: str) -> None:
     with pytest.raises(InputError) as err:
-        load_mesh(gltf_with_buffer_uri(uri), "model.gltf", max_faces=LIMIT, resolve=never)
+        load_mesh(gltf_with_buffer_uri(uri), "model.gltf", **LIMITS, resolve=never)
     assert repr(uri) in str(err.value) and reason in str(err.value)
     assert str(err.value).startswith("model.gltf refers to")
 
 
 def test_gltf_reference_without_resolve_is_refused() -> None:
     with pytest.raises(InputError, match="refers to 'buf.bin', but no files beside"):
-        load_mesh(gltf_with_buffer_uri("buf.bin"), "model.gltf", max_faces=LIMIT)
+        load_mesh(gltf_with_buffer_uri("buf.bin"), "model.gltf", **LIMITS)
 
 
 def test_missing_buffer_is_reported_from_resolve() -> None:
     with pytest.raises(InputError, match="buf.bin not found"):
-        load_mesh(
-            gltf_with_buffer_uri("buf.bin"), "model.gltf", max_faces=LIMIT, resolve=folder({})
-        )
+        load_mesh(gltf_with_buffer_uri("buf.bin"), "model.gltf", **LIMITS, resolve=folder({}))
 
 
 def test_textured_obj_round_trip_keeps_uv_and_texture() -> None:
@@ -151,7 +150,7 @@ def test_textured_obj_round_trip_keeps_uv_and_texture() -> None:
     assert "mtllib mesh.mtl" in files["mesh.obj"].decode()
     assert "map_Kd mesh_texture.png" in files["mesh.mtl"].decode()
     resolve = folder(files)
-    back = load_mesh(files["mesh.obj"], "mesh.obj", max_faces=LIMIT, resolve=resolve)
+    back = load_mesh(files["mesh.obj"], "mesh.obj", **LIMITS, resolve=resolve)
     assert sorted(resolve.asked) == ["mesh.mtl", "mesh_texture.png"]
     assert (len(back.vertices), len(back.faces)) == (len(mesh.vertices), len(mesh.faces))
     assert back.visual.kind == "texture"
@@ -164,7 +163,7 @@ def test_textured_ply_and_glb_carry_their_texture() -> None:
     mesh = textured(blob(1), size=32)
     for fmt in ("ply", "glb"):
         files = export_mesh(mesh, fmt, stem="shape")
-        back = load_mesh(files[f"shape.{fmt}"], f"shape.{fmt}", max_faces=LIMIT,
+        back = load_mesh(files[f"shape.{fmt}"], f"shape.{fmt}", **LIMITS,
                          resolve=folder(files))  # fmt: skip
         assert set(files) == ({"shape.ply", "shape_texture.png"} if fmt == "ply" else {"shape.glb"})
         assert np.allclose(back.visual.uv, mesh.visual.uv, atol=1e-6)
@@ -177,7 +176,7 @@ def test_vertex_colours_survive_glb_ply_and_obj() -> None:
     mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=surface_colour(mesh.vertices))
     for fmt in ("glb", "ply", "obj"):
         files = export_mesh(mesh, fmt)
-        back = load_mesh(files[f"mesh.{fmt}"], f"mesh.{fmt}", max_faces=LIMIT)
+        back = load_mesh(files[f"mesh.{fmt}"], f"mesh.{fmt}", **LIMITS)
         got = back.visual.vertex_colors[:, :3].astype(int)
         assert np.abs(got - surface_colour(mesh.vertices)).max() <= 1, fmt
 
@@ -191,23 +190,23 @@ def test_scene_is_flattened_with_node_transforms_and_instances() -> None:
         frame_to="c", geometry="part", matrix=trimesh.transformations.translation_matrix([5, 0, 0])
     )
     data = export_mesh(scene, "glb")["mesh.glb"]
-    mesh = load_mesh(data, "scene.glb", max_faces=LIMIT)
+    mesh = load_mesh(data, "scene.glb", **LIMITS)
     assert len(mesh.faces) == 3 * len(part.faces)
     assert np.allclose(mesh.bounds, [[-1.0, -1.0, -1.0], [5.5, 1.0, 1.0]], atol=0.02)
     with pytest.raises(InputError, match=f"has {3 * len(part.faces):,} faces; the limit is"):
-        load_mesh(data, "scene.glb", max_faces=2 * len(part.faces))
+        load_mesh(data, "scene.glb", max_faces=2 * len(part.faces), max_pixels=MAX_PIXELS)
 
 
 def test_obj_texture_reference_outside_the_folder_is_rejected() -> None:
     mtl = b"newmtl skin\nmap_Kd ../../textures/skin.png\n"
     obj = ("mtllib skin.mtl\n" + TRIANGLE + "vt 0 0\nusemtl skin\nf 1/1 2/1 3/1\n").encode()
     with pytest.raises(InputError, match=r"'\.\./\.\./textures/skin\.png', which is outside"):
-        load_mesh(obj, "a.obj", max_faces=LIMIT, resolve=folder({"skin.mtl": mtl}))
+        load_mesh(obj, "a.obj", **LIMITS, resolve=folder({"skin.mtl": mtl}))
 
 
 def test_glb_texture_is_held_to_the_given_pixel_limit() -> None:
     data = export_mesh(textured(blob(1), size=32), "glb")["mesh.glb"]
-    assert load_mesh(data, "mesh.glb", max_faces=LIMIT).visual.material.baseColorTexture
+    assert load_mesh(data, "mesh.glb", **LIMITS).visual.material.baseColorTexture
     with pytest.raises(
         InputError,
         match=r"^image 0 of mesh.glb \(in its bufferView \d+\) is 32 x 32 = 1,024 pixels; the"
@@ -221,7 +220,7 @@ def test_obj_texture_that_is_a_decompression_bomb_is_rejected() -> None:
     obj = ("mtllib skin.mtl\n" + TRIANGLE + "vt 0 0\nusemtl skin\nf 1/1 2/1 3/1\n").encode()
     files = {"skin.mtl": mtl, "skin.png": bomb_png()}
     with pytest.raises(InputError, match="skin.png .*too large|skin.png .*pixels"):
-        load_mesh(obj, "a.obj", max_faces=LIMIT, resolve=folder(files))
+        load_mesh(obj, "a.obj", **LIMITS, resolve=folder(files))
 
 
 # ---------------------------------------------------------------------------- textures
@@ -230,7 +229,7 @@ def test_obj_texture_that_is_a_decompression_bomb_is_rejected() -> None:
 
 
 def test_textured_glb_loads_with_its_texture() -> None:
-    back = load_mesh(glb_with_texture(PNG), "m.glb", max_faces=LIMIT)
+    back = load_mesh(glb_with_texture(PNG), "m.glb", **LIMITS)
     texture = back.visual.material.baseColorTexture
     assert texture.size == (32, 32) and texture.format == "PNG"
 
@@ -238,35 +237,35 @@ def test_textured_glb_loads_with_its_texture() -> None:
 def test_glb_texture_that_is_a_decompression_bomb_is_rejected_naming_the_image() -> None:
     reason = r" is too large to decode safely: Image size \(900000000 pixels\); the limit is"
     with pytest.raises(InputError, match=IN_GLB + reason + " 40,000,000 pixels$"):
-        load_mesh(glb_with_texture(bomb_png(30000, 30000)), "m.glb", max_faces=LIMIT)
+        load_mesh(glb_with_texture(bomb_png(30000, 30000)), "m.glb", **LIMITS)
 
 
 def test_glb_texture_cut_short_in_its_header_is_rejected_not_dropped() -> None:
     with pytest.raises(InputError, match=IN_GLB + " starts like a PNG file, but its header is"):
-        load_mesh(glb_with_texture(PNG[:30]), "m.glb", max_faces=LIMIT)
+        load_mesh(glb_with_texture(PNG[:30]), "m.glb", **LIMITS)
 
 
 def test_glb_texture_with_truncated_pixels_is_rejected_naming_the_image() -> None:
     with pytest.raises(InputError, match=IN_GLB + " is damaged or truncated: image file is"):
-        load_mesh(glb_with_texture(PNG[: len(PNG) // 2]), "m.glb", max_faces=LIMIT)
+        load_mesh(glb_with_texture(PNG[: len(PNG) // 2]), "m.glb", **LIMITS)
 
 
 def test_glb_texture_that_is_postscript_is_refused_before_ghostscript() -> None:
     with pytest.raises(InputError, match=f"{IN_GLB} is EPS, {NOT_RASTER}$"):
-        load_mesh(glb_with_texture(eps()), "m.glb", max_faces=LIMIT)
+        load_mesh(glb_with_texture(eps()), "m.glb", **LIMITS)
 
 
 def test_gltf_data_uri_texture_that_is_a_decompression_bomb_is_rejected() -> None:
     uri = "data:image/png;base64," + base64.b64encode(bomb_png(30000, 30000)).decode()
     files = gltf_with_texture_uri(uri)
     with pytest.raises(InputError, match=r"^image 0 of quad.gltf \(a data: URI\) is too large"):
-        load_mesh(files["quad.gltf"], "quad.gltf", max_faces=LIMIT, resolve=files.get)
+        load_mesh(files["quad.gltf"], "quad.gltf", **LIMITS, resolve=files.get)
 
 
 def test_gltf_texture_file_is_checked_for_what_it_holds_not_its_name() -> None:
     files = {**gltf_with_texture_uri("tex.png"), "tex.png": eps()}
     with pytest.raises(InputError) as err:
-        load_mesh(files["quad.gltf"], "quad.gltf", max_faces=LIMIT, resolve=files.get)
+        load_mesh(files["quad.gltf"], "quad.gltf", **LIMITS, resolve=files.get)
     assert str(err.value) == f"image 0 of quad.gltf ('tex.png') is EPS, {NOT_RASTER}"
 
 
@@ -275,7 +274,7 @@ def test_obj_texture_is_checked_whatever_its_suffix() -> None:
     obj = ("mtllib skin.mtl\n" + TRIANGLE + "vt 0 0\nusemtl skin\nf 1/1 2/1 3/1\n").encode()
     files = {"skin.mtl": mtl, "skin.dat": eps()}
     with pytest.raises(InputError) as err:
-        load_mesh(obj, "a.obj", max_faces=LIMIT, resolve=folder(files))
+        load_mesh(obj, "a.obj", **LIMITS, resolve=folder(files))
     assert str(err.value) == f"skin.dat (a texture of a.obj) is EPS, {NOT_RASTER}"
 
 
@@ -326,7 +325,7 @@ def test_glb_images_are_checked_as_the_bytes_trimesh_decodes(
 @pytest.mark.parametrize("name", ["model.fbx", "model", "notes.txt", "model.obj.zip"])
 def test_unknown_suffix_is_not_a_mesh(name: str) -> None:
     with pytest.raises(InputError, match=r"is not a mesh: expected one of \.glb, \.gltf"):
-        load_mesh(b"whatever", name, max_faces=LIMIT)
+        load_mesh(b"whatever", name, **LIMITS)
     assert ".stl" in MESH_SUFFIXES
 
 
@@ -342,12 +341,12 @@ def test_unknown_suffix_is_not_a_mesh(name: str) -> None:
 )
 def test_garbage_bytes_are_rejected(suffix: str, reason: str) -> None:
     with pytest.raises(InputError, match=f"^junk{suffix} {reason}"):
-        load_mesh(b"\x00\x17 this is not a mesh \xff" * 8, f"junk{suffix}", max_faces=LIMIT)
+        load_mesh(b"\x00\x17 this is not a mesh \xff" * 8, f"junk{suffix}", **LIMITS)
 
 
 def test_empty_file_is_rejected() -> None:
     with pytest.raises(InputError, match=r"empty \(0 bytes\)"):
-        load_mesh(b"", "empty.glb", max_faces=LIMIT)
+        load_mesh(b"", "empty.glb", **LIMITS)
 
 
 @pytest.mark.parametrize(
@@ -356,7 +355,7 @@ def test_empty_file_is_rejected() -> None:
 )
 def test_point_cloud_has_no_triangles(data: bytes, name: str) -> None:
     with pytest.raises(InputError, match="no triangles, only PointCloud"):
-        load_mesh(data, name, max_faces=LIMIT)
+        load_mesh(data, name, **LIMITS)
 
 
 @pytest.mark.parametrize(
@@ -374,7 +373,7 @@ def test_point_cloud_has_no_triangles(data: bytes, name: str) -> None:
 )
 def test_face_index_out_of_range_is_rejected(data: bytes, name: str) -> None:
     with pytest.raises(InputError, match=f"^{name}: face indices out of range"):
-        load_mesh(data, name, max_faces=LIMIT)
+        load_mesh(data, name, **LIMITS)
 
 
 @pytest.mark.parametrize(
@@ -387,7 +386,7 @@ def test_face_index_out_of_range_is_rejected(data: bytes, name: str) -> None:
 )
 def test_non_finite_vertex_is_rejected(data: bytes, name: str) -> None:
     with pytest.raises(InputError, match="non-finite coordinates .* at index 2"):
-        load_mesh(data, name, max_faces=LIMIT)
+        load_mesh(data, name, **LIMITS)
 
 
 @pytest.mark.parametrize("fmt", ["glb", "obj", "ply", "stl"])
@@ -396,14 +395,14 @@ def test_more_faces_than_the_limit_is_rejected(fmt: str) -> None:
     n = len(mesh.faces)
     data = export_mesh(mesh, fmt)[f"mesh.{fmt}"]
     with pytest.raises(InputError, match=f"mesh.{fmt} has {n} faces; the limit is {n - 1}"):
-        load_mesh(data, f"mesh.{fmt}", max_faces=n - 1)
-    assert len(load_mesh(data, f"mesh.{fmt}", max_faces=n).faces) == n
+        load_mesh(data, f"mesh.{fmt}", max_faces=n - 1, max_pixels=MAX_PIXELS)
+    assert len(load_mesh(data, f"mesh.{fmt}", max_faces=n, max_pixels=MAX_PIXELS).faces) == n
 
 
 def test_truncated_binary_stl_is_rejected() -> None:
     data = export_mesh(blob(1), "stl")["mesh.stl"]
     with pytest.raises(InputError, match="too short for a binary STL"):
-        load_mesh(data[:-100], "cut.stl", max_faces=LIMIT)
+        load_mesh(data[:-100], "cut.stl", **LIMITS)
 
 
 def test_export_rejects_an_unknown_format() -> None:

@@ -102,10 +102,10 @@ def test_stays_on_a_resident_model_while_it_has_work() -> None:
     }
     dev = DeviceState(0, 24_000, (Resident("a", 16_000, 0.0),))
     demand = [Demand("a", 3, 0, 30.0), Demand("b", 10, 0, 30.0)]
-    decision = plan(0, [dev], demand, costs)
+    decision = plan(0, [dev], demand, costs, max_wait_s=MAX_WAIT)
     assert decision is not None and (decision.model, decision.load) == ("a", False)
     # Once a's queue is empty, b is loaded in its place.
-    decision = plan(0, [dev], [Demand("b", 10, 0, 130.0)], costs)
+    decision = plan(0, [dev], [Demand("b", 10, 0, 130.0)], costs, max_wait_s=MAX_WAIT)
     assert decision is not None
     assert (decision.model, decision.load, decision.evict) == ("b", True, ("a",))
 
@@ -114,7 +114,7 @@ def test_evicts_idle_models_before_ones_with_work() -> None:
     costs = {m: Cost(m, 10_000, load_s=20, batch=2, infer_s=5) for m in "abc"}
     dev = DeviceState(0, 20_000, (Resident("a", 10_000, 5.0), Resident("b", 10_000, 1.0)))
     demand = [Demand("a", 1, 0, 10.0), Demand("c", 8, 0, 900.0)]
-    decision = plan(0, [dev], demand, costs)
+    decision = plan(0, [dev], demand, costs, max_wait_s=MAX_WAIT)
     assert decision is not None and decision.model == "c"
     assert decision.evict == ("b",)  # b has no queued work; a does
 
@@ -123,11 +123,16 @@ def test_leaves_a_model_to_the_free_device_that_holds_it() -> None:
     costs = {"a": Cost("a", 10_000, load_s=30, batch=4, infer_s=5)}
     free_holder = DeviceState(1, 40_000, (Resident("a", 10_000, 0.0),))
     empty = DeviceState(0, 40_000)
-    assert plan(0, [empty, free_holder], [Demand("a", 3, 0, 5.0)], costs) is None
-    decision = plan(1, [empty, free_holder], [Demand("a", 3, 0, 5.0)], costs)
+    assert (
+        plan(0, [empty, free_holder], [Demand("a", 3, 0, 5.0)], costs, max_wait_s=MAX_WAIT) is None
+    )
+    decision = plan(1, [empty, free_holder], [Demand("a", 3, 0, 5.0)], costs, max_wait_s=MAX_WAIT)
     assert decision is not None and not decision.load
     # A deep queue is worth a second copy.
-    assert plan(0, [empty, free_holder], [Demand("a", 50, 0, 5.0)], costs) is not None
+    assert (
+        plan(0, [empty, free_holder], [Demand("a", 50, 0, 5.0)], costs, max_wait_s=MAX_WAIT)
+        is not None
+    )
 
 
 @settings(max_examples=60, deadline=None)

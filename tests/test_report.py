@@ -12,7 +12,7 @@ from config import load_settings
 from db import queue, reports
 from db.engine import Database
 from runner.loop import Runner
-from tests.test_leases import ROOT
+from tests.processes import ROOT
 
 
 def _enqueue(db: Database, model: str, n: int, tag: str, **kw: object) -> None:

@@ -25,6 +25,7 @@ from geometry.camera import MARGIN, camera
 from geometry.split import cut_long_edges as split_long_edges
 from tests import gltf_validator
 from tests.meshes import blob, character
+from tests.pictures import MAX_PIXELS
 
 # --------------------------------------------------------------------- GLB reading
 
@@ -278,7 +279,9 @@ def test_trimesh_and_the_mesh_loader_read_the_rigged_glb_with_geometry_intact() 
     assert loaded.vertices.shape == mesh.vertices.shape and loaded.faces.shape == mesh.faces.shape
     assert np.allclose(loaded.vertices, mesh.vertices, atol=1e-6)
     assert (loaded.faces == mesh.faces).all()
-    again = load_mesh(data, "rigged.glb", max_faces=1_000_000)  # a chained stage's input
+    again = load_mesh(  # a chained stage's input
+        data, "rigged.glb", max_faces=1_000_000, max_pixels=MAX_PIXELS
+    )
     assert len(again.faces) == len(mesh.faces)
 
 

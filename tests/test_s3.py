@@ -365,7 +365,7 @@ def test_manage_py_ingest_once_lists_a_bucket_inbox(
 ) -> None:
     import os
 
-    from tests.test_leases import ROOT
+    from tests.processes import ROOT
 
     name = f"gen3d-{uuid.uuid4().hex[:12]}"
     objects.client().create_bucket(Bucket=name)

@@ -26,6 +26,7 @@ from geometry.barycentric import pixel_barycentric as barycentric
 from geometry.raster import face_image
 from geometry.render import render
 from storage.meshes import export_mesh, load_mesh
+from tests.pictures import MAX_PIXELS
 from tests.shapes import SHAPES, picture
 
 SIZE = 512  # texture side in these tests: enough for the drawn pictures, and quick
@@ -241,7 +242,7 @@ def test_uvs_cover_every_face_in_order_and_stay_in_the_unit_square() -> None:
 def test_glb_round_trip_keeps_uvs_and_the_texture() -> None:
     mesh, tex, _ = _textured("l_shape")
     files = export_mesh(mesh, "glb")
-    back = load_mesh(files["mesh.glb"], "mesh.glb", max_faces=10**6)
+    back = load_mesh(files["mesh.glb"], "mesh.glb", max_faces=10**6, max_pixels=MAX_PIXELS)
     assert len(back.faces) == len(mesh.faces)
     visual = _texture_of(back)
     assert np.asarray(visual.uv).shape == (len(back.vertices), 2)
