@@ -26,6 +26,20 @@ def printable(text: str) -> str:
     return "".join(c if not 0xD800 <= ord(c) <= 0xDFFF else f"\\u{ord(c):04x}" for c in out)
 
 
+def exception_line(exc: BaseException, doing: str = "") -> str:
+    """``doing: ExcType: its first line``, printable and at most 500 characters: what a
+    log line or a stored reason says of an exception."""
+    lines = str(exc).strip().splitlines()
+    what = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return printable(f"{doing}: {what}" if doing else what)[:500]
+
+
+def source_name(uri: str) -> str:
+    """A job file's name for a log line: the file name of a local one, the whole URI of
+    a bucket object."""
+    return printable(uri if uri.startswith("s3://") else uri.rsplit("/", 1)[-1])
+
+
 class SafeFormatter(logging.Formatter):
     """A formatter whose every line is printable: the message, and each line of a
     traceback on its own (the lines stay lines; what is in them is escaped)."""

@@ -1,4 +1,5 @@
-"""Job files to job rows: read, validate, resolve inputs, enqueue, file away.
+"""Job files to job rows: read each file (or bucket object), have its entries checked
+(``ingest/entries.py``), store the rows, write error manifests, file the file away.
 
 Order matters for "nothing is lost, nothing is doubled": rows commit first (keyed by
 source URI + content hash + entry, so a repeat is a no-op), then error manifests are
@@ -20,41 +21,31 @@ import contextlib
 import hashlib
 import logging
 import os
-import stat
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import orjson
-from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from adapters.base import Adapter, load_adapter_class
 from config import Settings
-from config.registry import ModelSpec
-from config.text import printable
+from config.text import exception_line, printable, source_name
 from db import queue
 from db.engine import Database, DatabaseReplaced
-from ingest.jobfile import Entry, JobSpec, parse
+from ingest.entries import EntryChecker
+from ingest.jobfile import Entry
 from runner import publish
 from storage import objects
 from storage.errors import InputError, TransientError, UnsafeFolder
-from storage.local import confined, identity, inside, read_limited
+from storage.local import identity, inside, read_limited
 from storage.objects import StorageError
-from storage.pictures import cut_short, probe
-from storage.uris import decode_data_uri, local_path, read_mesh_digest
 
 log = logging.getLogger("gen3d.ingest")
 
 JOB_SUFFIXES = (".json", ".jsonl")
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp", "~")
 ROWS_PER_TRANSACTION = 2_000  # a burst's files are stored this many rows at a time
-EXCERPT_CHARS = 160  # of a rejected entry, in its error manifest and row
-PICTURE_CACHE = 512  # pictures remembered by file identity: a burst probes each once
 
 
 def is_job_file(path: Path) -> bool:
@@ -63,14 +54,6 @@ def is_job_file(path: Path) -> bool:
     if name.startswith((".", "~", "#")) or name.endswith(TEMP_SUFFIXES):
         return False
     return name.lower().endswith(JOB_SUFFIXES)
-
-
-class MissingInput(InputError):
-    """An input named by the job file is not there (yet)."""
-
-
-class UnfinishedInput(InputError):
-    """An input is there but, by its own end marker, still being written."""
 
 
 @dataclass
@@ -106,12 +89,8 @@ class Ingester:
         self.registry = settings.registry
         self.outputs_root = settings.outputs_root
         self.inbox = settings.inbox_path.absolute()
-        # A bucket inbox: relative references resolve inside this prefix.
-        self.inbox_prefix = (
-            settings.inbox.rstrip("/") + "/" if objects.is_s3(settings.inbox) else None
-        )
-        # (where, identity of the version) -> (sha256, None) or (None, why it was refused)
-        self._pictures: OrderedDict[tuple[str, str], tuple[str | None, str | None]] = OrderedDict()
+        self.checker = EntryChecker(settings)
+        self.inbox_prefix = self.checker.inbox_prefix  # a bucket inbox's prefix, or None
         self._made_dirs: set[Path] = set()
 
     # ------------------------------------------------------------------ local files
@@ -139,8 +118,8 @@ class Ingester:
         try:
             return self._read_path(path, move=move, grace=grace)
         except TransientError as exc:
-            log.warning("%s: %s; it stays for the next look", _name(path.as_uri()),
-                        _why(exc, ""))  # fmt: skip
+            log.warning("%s: %s; it stays for the next look", source_name(path.as_uri()),
+                        exception_line(exc, ""))  # fmt: skip
             return IngestResult(path, "retry")
         except Exception as exc:  # noqa: BLE001 - nothing about one file may stall the rest
             return self._unforeseen(path, path.as_uri(), exc)
@@ -148,14 +127,14 @@ class Ingester:
     def _unforeseen(self, path: Path | str, uri: str, exc: Exception) -> Read:
         """A file that broke a check nobody foresaw: rejected with the reason, once (its
         identity is stable, so a second look finds the row)."""
-        log.error("%s: could not be checked: %s", _name(uri), _why(exc, ""))
+        log.error("%s: could not be checked: %s", source_name(uri), exception_line(exc, ""))
         log.debug("why", exc_info=True)
         try:
             sha = identity(path) if isinstance(path, Path) else "unreadable"
         except OSError:
             sha = hashlib.sha256(f"unreadable:{uri}".encode()).hexdigest()
-        reason = _why(exc, "the job file could not be checked")
-        return Read(path, uri, sha, [self._rejected(Entry(-1, None), uri, sha, reason)])
+        reason = exception_line(exc, "the job file could not be checked")
+        return Read(path, uri, sha, [self.checker.rejected(Entry(-1, None), uri, sha, reason)])
 
     def _read_path(self, path: Path, *, move: bool, grace: bool) -> Read | IngestResult:
         uri = path.as_uri()
@@ -167,17 +146,19 @@ class Ingester:
                 return IngestResult(path, "ignored")  # moved away meanwhile (another ingester)
             why = f"job file is a link to a missing file: {printable(str(path))}"
             sha = identity(path)
-            return Read(path, uri, sha, [self._rejected(Entry(-1, None), uri, sha, why)])
+            return Read(path, uri, sha, [self.checker.rejected(Entry(-1, None), uri, sha, why)])
         except (InputError, OSError, RuntimeError) as exc:
             try:
                 sha = identity(path)
             except FileNotFoundError:
                 return IngestResult(path, "ignored")
-            reason = str(exc) if isinstance(exc, InputError) else _why(exc, "cannot be read")
-            return Read(path, uri, sha, [self._rejected(Entry(-1, None), uri, sha, reason)])
+            reason = (
+                str(exc) if isinstance(exc, InputError) else exception_line(exc, "cannot be read")
+            )
+            return Read(path, uri, sha, [self.checker.rejected(Entry(-1, None), uri, sha, reason)])
         sha = hashlib.sha256(data).hexdigest()
         # Inputs are named relative to the file itself (a link's target, inside the inbox).
-        rows = self._rows(data, real.parent, uri, sha, grace=grace, growing=True,
+        rows = self.checker.rows(data, real.parent, uri, sha, grace=grace, growing=True,
                           age_s=lambda: time.time() - os.lstat(path).st_mtime)  # fmt: skip
         return IngestResult(path, "deferred") if rows is None else Read(path, uri, sha, rows)
 
@@ -213,296 +194,18 @@ class Ingester:
             current = objects.head(uri)
             if current is None:  # deleted before we got to it
                 return IngestResult(uri, "ignored")
-            return Read(uri, uri, current.etag,
-                        [self._rejected(Entry(-1, None), uri, current.etag, str(exc))])  # fmt: skip
+            row = self.checker.rejected(Entry(-1, None), uri, current.etag, str(exc))
+            return Read(uri, uri, current.etag, [row])
         etag = got.etag or info.etag  # the version read is the one ingested
         # An object is whole once it exists (S3 has no half-written objects): one that
         # does not parse is rejected at once.
-        rows = self._rows(
+        rows = self.checker.rows(
             data, uri.rsplit("/", 1)[0] + "/", uri, etag, grace=grace, growing=False,
             age_s=lambda: _age_s(got.modified or info.modified),
         )  # fmt: skip
         return IngestResult(uri, "deferred") if rows is None else Read(uri, uri, etag, rows)
 
     # ------------------------------------------------------------------ checking
-
-    def _rows(
-        self,
-        data: bytes,
-        base: Path | str,
-        uri: str,
-        sha: str,
-        *,
-        grace: bool,
-        growing: bool,
-        age_s: Callable[[], float],
-    ) -> list[queue.NewJob] | None:
-        """The rows of a job file's entries (rejected ones with their reason); None when
-        the file, ``age_s`` old, may still be arriving (an input, or, ``growing``, the
-        rest of itself)."""
-        ingest = self.settings.ingest
-        entries = parse(data, jsonl=uri.lower().endswith(".jsonl"),
-                        max_entries=ingest.max_entries_per_file)  # fmt: skip
-        unfinished = next((e for e in entries if e.unfinished), None)
-        if unfinished and grace and growing and age_s() < ingest.unfinished_grace_s:
-            log.info("%s: %s; looking again until it is %g s old", _name(uri),
-                     unfinished.error, ingest.unfinished_grace_s)  # fmt: skip
-            return None
-        new: list[queue.NewJob] = []
-        for entry in entries:
-            if entry.index < 0 and entry.raw is None and entry.error:  # the file did not parse
-                new.append(self._rejected(entry, uri, sha, entry.error, excerpt=data))
-                continue
-            try:
-                new.extend(self._jobs(entry, base, uri, sha, grace=grace))
-            except UnfinishedInput as exc:
-                log.info("%s: %s; waiting for the rest of it", _name(uri), exc)
-                return None
-            except MissingInput as exc:
-                if grace and age_s() < ingest.missing_input_grace_s:
-                    log.info("%s: %s; waiting for it to arrive", _name(uri), exc)
-                    return None
-                new.append(self._rejected(entry, uri, sha, str(exc)))
-            except (InputError, StorageError) as exc:
-                new.append(self._rejected(entry, uri, sha, str(exc)))
-            except TransientError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - an input no check foresaw: its rejection
-                log.error("%s: an entry could not be checked: %s", _name(uri), _why(exc, ""))
-                log.debug("why", exc_info=True)
-                new.append(self._rejected(entry, uri, sha, _why(exc, "could not be checked")))
-        return new
-
-    def _rejected(
-        self, entry: Entry, uri: str, sha: str, reason: str, *, excerpt: bytes | None = None
-    ) -> queue.NewJob:
-        raw = entry.raw if isinstance(entry.raw, dict) else {}
-        where = (
-            f"entry {entry.index}: " if entry.index >= 0 and not reason.startswith("entry ") else ""
-        )
-        return queue.NewJob(
-            task=_field(raw.get("task"), "?", 16),
-            model=_field(raw.get("model"), "?", 100),
-            name=_field(raw.get("name"), None, 200),
-            source_uri=uri,
-            source_sha256=sha,
-            source_entry=entry.index,
-            state="rejected",
-            # Not the entry itself: a rejected file may be anything (a secret that was
-            # never meant to be a job), so its row and manifest keep a short excerpt.
-            spec={"excerpt": _excerpt(entry.raw, excerpt)},
-            error=printable(where + reason),
-        )
-
-    def _jobs(
-        self, entry: Entry, base: Path | str, uri: str, sha: str, *, grace: bool
-    ) -> list[queue.NewJob]:
-        """The rows of one entry: its job, then one ``waiting`` row per ``then`` stage.
-        ``base``: the job file's folder (local) or its bucket "folder" URI; ``grace``: an
-        input written a moment ago may not be whole yet (see ``_version``)."""
-        if entry.spec is None:
-            raise InputError(entry.error or "invalid job")
-        spec = entry.spec
-        stages = [(spec.task, spec.model, spec.params, spec.output_format)]
-        stages += [(s.task, s.model, s.params, s.output_format) for s in spec.then]
-        chosen = [self._model(n, *stage[:3]) for n, stage in enumerate(stages)]
-        model, params, adapter_cls = chosen[0]
-        if spec.picture_refs and "image" not in adapter_cls.accepts:
-            raise InputError(f"model {model.id!r} does not take pictures")
-        if spec.prompt and not spec.picture_refs and "prompt" not in adapter_cls.accepts:
-            raise InputError(
-                f"model {model.id!r} needs a picture; it cannot use a text prompt alone"
-            )
-        given = {"image": bool(spec.picture_refs), "prompt": bool(spec.prompt), "mesh": True}
-        for n, (stage_model, _, cls) in enumerate(chosen):
-            where = f"then[{n - 1}]: " if n else ""
-            if n and "mesh" not in cls.accepts:
-                raise InputError(f"{where}model {stage_model.id!r} does not take a mesh")
-            missing = [need for need in cls.requires if not given[need]]
-            if missing:
-                raise InputError(
-                    f"{where}model {stage_model.id!r} needs {' and '.join(missing)} input;"
-                    f" the job gives none (add {' and '.join(repr(m) for m in missing)})"
-                )
-        inputs = self._inputs(spec, base, grace=grace)
-        pictures = {k: v for k, v in inputs.items() if k in ("images", "image_sha256")}
-        rows = []
-        for n, ((task, _, _, output_format), (model, params, cls)) in enumerate(
-            zip(stages, chosen, strict=True)
-        ):
-            rows.append(
-                queue.NewJob(
-                    task=task,
-                    model=model.id,
-                    name=spec.name,
-                    priority=spec.priority,
-                    params=params,
-                    seed=spec.seed,
-                    output_format=output_format,
-                    # A later stage's mesh is its parent's output, known once that succeeds.
-                    inputs=inputs if n == 0 else (pictures if "image" in cls.accepts else {}),
-                    spec=entry.raw if n == 0 else None,
-                    source_uri=uri,
-                    source_sha256=sha,
-                    source_entry=entry.index,
-                    max_attempts=spec.max_attempts
-                    or model.max_attempts
-                    or self.settings.runner.max_attempts,
-                    state="queued" if n == 0 else "waiting",
-                    stage=n,
-                    stages=len(stages),
-                )
-            )
-        return rows
-
-    def _model(
-        self, n: int, task: str, model_id: str | None, raw: dict[str, Any]
-    ) -> tuple[ModelSpec, dict[str, Any], type[Adapter]]:
-        """The model of stage ``n`` (0: the job itself), its checked params and adapter."""
-        where = f"then[{n - 1}]: " if n else ""
-        try:
-            model = self.registry.resolve(task, model_id)
-        except KeyError as exc:
-            raise InputError(where + str(exc.args[0])) from None
-        adapter_cls = load_adapter_class(model.adapter)
-        try:
-            params = adapter_cls.Params.model_validate(raw).model_dump(mode="json")
-        except ValidationError as exc:
-            reasons = "; ".join(
-                f"unknown parameter {'.'.join(map(str, e['loc']))!r}"
-                if e["type"] == "extra_forbidden"
-                else f"params.{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                for e in exc.errors()
-            )
-            raise InputError(f"{where}model {model.id!r}: {reasons}") from None
-        return model, params, adapter_cls
-
-    def _inputs(self, spec: JobSpec, base: Path | str, *, grace: bool) -> dict[str, Any]:
-        images, hashes = [], []
-        for n, ref in enumerate(spec.picture_refs):
-            what = "image" if spec.image else f"images[{n}]"
-            resolved, sha = self._picture(ref, base, what, grace=grace)
-            images.append(resolved)
-            hashes.append(sha)
-        inputs: dict[str, Any] = {}
-        if images:
-            inputs["images"] = images
-            inputs["image_sha256"] = hashes
-        if spec.prompt:
-            inputs["prompt"] = spec.prompt
-        if spec.mesh:
-            inputs["mesh"] = self._ref(spec.mesh, base, "mesh")
-            limits = self.settings.limits
-            # Read and checked here, so that a bad mesh is rejected, not retried by a
-            # runner; the digest of every byte read lets the runner see a swap.
-            _, inputs["mesh_sha256"] = read_mesh_digest(
-                inputs["mesh"],
-                max_bytes=limits.max_mesh_bytes,
-                max_faces=limits.max_mesh_faces,
-                max_pixels=limits.max_picture_pixels,
-                what=f"mesh {_short(spec.mesh)!r}",
-            )
-        return inputs
-
-    def _picture(self, ref: str, base: Path | str, what: str, *, grace: bool) -> tuple[str, str]:
-        """A picture's URI and sha256, checked (read once per version: a burst of job
-        files naming the same picture reads and probes it once)."""
-        limits = self.settings.limits
-        name = f"{what} {_short(ref)!r}"
-        if ref.startswith("data:"):
-            data = decode_data_uri(ref, limits.max_picture_bytes, what)
-            probe(data, max_pixels=limits.max_picture_pixels, name=name)
-            return ref, hashlib.sha256(data).hexdigest()
-        resolved, version = self._version(self._ref(ref, base, what), what)
-        key = (resolved, version)
-        known = self._pictures.get(key)
-        if known is None:
-            try:
-                if objects.is_s3(resolved):
-                    data = objects.read(resolved, limits.max_picture_bytes, what=what)
-                else:
-                    data = read_limited(local_path(resolved), limits.max_picture_bytes, what=what)
-                    # Its hash is the job's from now on: not that of a half-written file.
-                    if grace and cut_short(data) and self._young(resolved):
-                        raise UnfinishedInput(f"{name} is not whole yet")
-                probe(data, max_pixels=limits.max_picture_pixels, name=name)
-                known = (hashlib.sha256(data).hexdigest(), None)
-            except UnfinishedInput:
-                raise
-            except InputError as exc:
-                known = (None, str(exc))
-            self._pictures[key] = known
-            if len(self._pictures) > PICTURE_CACHE:
-                self._pictures.popitem(last=False)
-        sha, why = known
-        if sha is None:
-            raise InputError(why or f"{name} cannot be used")
-        return resolved, sha
-
-    def _young(self, uri: str) -> bool:
-        """Modified within ``ingest.unfinished_grace_s``: a writer may still be at it."""
-        try:
-            mtime = os.stat(local_path(uri)).st_mtime
-        except OSError:
-            return False
-        return time.time() - mtime < self.settings.ingest.unfinished_grace_s
-
-    def _version(self, uri: str, what: str) -> tuple[str, str]:
-        """``uri`` and a name for the version of the input there now: its ETag, or its
-        inode, size and modification time."""
-        if objects.is_s3(uri):
-            info = objects.head(uri)
-            if info is None:
-                raise MissingInput(f"{what} not found: {uri}")
-            return uri, info.etag
-        try:
-            st = os.stat(local_path(uri))
-        except FileNotFoundError:
-            raise MissingInput(f"{what} not found: {printable(uri)}") from None
-        return uri, f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
-
-    def _ref(self, ref: str, base: Path | str, what: str) -> str:
-        """An input reference as a URI: relative ones resolved against the job file's
-        folder and confined to it (a bucket inbox: to its prefix); ``s3://`` ones must
-        be inside the bucket inbox or under a prefix of ``ingest.s3_allow``."""
-        if "\x00" in ref:
-            raise InputError(f"{what} {ref!r} holds a NUL byte")
-        if ref.startswith("s3://"):
-            allowed = [self.inbox_prefix] if self.inbox_prefix else []
-            allowed += self.settings.ingest.s3_allow
-            if not any(ref.startswith(p.rstrip("/") + "/") for p in allowed if p):
-                where = (
-                    "the bucket inbox or ingest.s3_allow"
-                    if self.inbox_prefix
-                    else "ingest.s3_allow"
-                )
-                raise InputError(f"{what} {ref!r}: s3:// inputs outside {where} are not allowed")
-            if ref.endswith("/"):
-                raise InputError(f"{what} {ref!r} names a folder, not an object")
-            target = ref
-        elif "://" in ref:
-            raise InputError(
-                f"{what} {ref!r}: {ref.split('://', 1)[0]}:// inputs are not supported"
-            )
-        elif isinstance(base, str):
-            assert self.inbox_prefix is not None
-            target = objects.confined_key(self.inbox_prefix, base, ref, what=what)
-        else:
-            path = confined(base, ref, what=what)
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                raise MissingInput(
-                    f"{what} not found: {ref!r} (looked for {printable(str(path))})"
-                ) from None
-            except OSError as exc:
-                raise InputError(f"{what} {ref!r} cannot be looked up: {exc.strerror}") from None
-            if stat.S_ISDIR(st.st_mode):
-                raise InputError(f"{what} {ref!r} is a directory, not a file")
-            return path.as_uri()
-        if objects.head(target) is None:
-            raise MissingInput(f"{what} not found: {ref!r} (looked for {target})")
-        return target
 
     # ------------------------------------------------------------------ storing
 
@@ -521,8 +224,8 @@ class Ingester:
             try:
                 results.append(self._after_commit(g, enqueued, move=move))
             except (OSError, TransientError, StorageError) as exc:
-                log.warning("%s: stored, but %s; it stays for the next look", _name(g.uri),
-                            _why(exc, "filing it away failed"))  # fmt: skip
+                log.warning("%s: stored, but %s; it stays for the next look", source_name(g.uri),
+                            exception_line(exc, "filing it away failed"))  # fmt: skip
                 results.append(IngestResult(g.path, "retry", jobs=enqueued))
         return results
 
@@ -566,9 +269,9 @@ class Ingester:
             except (OperationalError, InterfaceError):
                 raise
             except DBAPIError as exc:
-                reason = _why(exc.orig or exc, "the job file could not be stored")
-                log.error("%s: %s", _name(read.uri), reason)
-                fallback = self._rejected(Entry(-1, None), read.uri, read.sha, reason)
+                reason = exception_line(exc.orig or exc, "the job file could not be stored")
+                log.error("%s: %s", source_name(read.uri), reason)
+                fallback = self.checker.rejected(Entry(-1, None), read.uri, read.sha, reason)
                 with self.db.write() as conn:  # anything wrong now is the database's
                     queue.enqueue_files(conn, [[fallback]], self.outputs_root)
                     found = queue.known(conn, source)
@@ -605,7 +308,7 @@ class Ingester:
         created = [e for e in enqueued if e.created]
         log.info(
             "%s: %s%s",
-            _name(read.uri),
+            source_name(read.uri),
             f"new job(s) {_ids(created)}" if created else f"known job(s) {_ids(enqueued)}",
             "".join(f" ({e.id} rejected: {result.errors[e.id]})" for e in enqueued
                     if e.id in result.errors)[:600],
@@ -722,43 +425,9 @@ def _key(j: queue.NewJob) -> queue.Key:
     return j.source_uri, j.source_sha256, j.source_entry, j.stage
 
 
-def _field(value: Any, default: str | None, limit: int) -> Any:
-    """A rejected entry's task/model/name as a clean short string (or the default)."""
-    if value is None or value == "":
-        return default
-    return printable(str(value).replace("\x00", ""))[:limit]
-
-
-def _excerpt(raw: Any, data: bytes | None) -> str:
-    """The start of what was written, escaped and short."""
-    if data is not None:
-        text = data[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
-    else:
-        try:
-            text = orjson.dumps(raw).decode()
-        except (TypeError, orjson.JSONEncodeError):
-            text = repr(raw)
-    text = printable(text.replace("\x00", "\\u0000"))
-    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."
-
-
-def _why(exc: BaseException, doing: str) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return printable(f"{doing}: {what}" if doing else what)[:500]
-
-
 def _ids(enqueued: list[queue.Enqueued]) -> str:
     ids = [e.id for e in enqueued]
     return ", ".join(map(str, ids)) if len(ids) <= 6 else f"{ids[0]}..{ids[-1]} ({len(ids)})"
-
-
-def _name(uri: str) -> str:
-    return printable(uri.rsplit("/", 1)[-1] if not uri.startswith("s3://") else uri)
-
-
-def _short(ref: str) -> str:
-    return ref if len(ref) <= 80 else ref[:60] + "..."
 
 
 def _age_s(modified: datetime | None) -> float:

@@ -34,6 +34,7 @@ from typing import Protocol
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from config.text import exception_line
 from db.engine import DatabaseReplaced
 from ingest import inotify
 from ingest.ingester import Ingester, IngestResult, is_job_file
@@ -238,7 +239,7 @@ class InboxWatcher:
         except Exception as exc:  # noqa: BLE001 - e.g. the database is away: next round
             self._outage = min(max(self._outage * 2, OUTAGE_S), 30.0)
             log.warning("scanning %s failed: %s; trying again in %.1f s", self.inbox,
-                        _first_line(exc), max(self._outage, self.settle_s))  # fmt: skip
+                        exception_line(exc), max(self._outage, self.settle_s))  # fmt: skip
             return True
         self._outage = 0.0
         self._fresh -= {Path(r.path) for r in results}
@@ -262,7 +263,7 @@ class InboxWatcher:
                 self._outage = min(max(self._outage * 2, OUTAGE_S), 30.0)
                 infra = isinstance(exc, OperationalError | InterfaceError | TransientError)
                 log.warning("ingesting %d file(s) failed: %s; trying again in %.1f s",
-                            len(chunk), _first_line(exc), self._outage,
+                            len(chunk), exception_line(exc), self._outage,
                             exc_info=not infra)  # fmt: skip
                 self._deferred.update(chunk)
                 continue
@@ -280,8 +281,3 @@ class InboxWatcher:
             self._deferred.add(Path(result.path))
         elif result.status == "enqueued" and self.on_result:
             self.on_result(result)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
