@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 from adapters.base import Item, Result  # noqa: E402
 from adapters.builtin.inflate import InflateAdapter  # noqa: E402
 from geometry.render import render  # noqa: E402
-from storage.meshes import export_mesh  # noqa: E402
+from storage.mesh_export import export_mesh  # noqa: E402
 
 
 def character_png(size: int) -> bytes:

@@ -32,7 +32,7 @@ from geometry.png import png_bytes
 from geometry.render import render
 from storage import objects
 from storage.errors import InputError, StorageError, TransientError, UnsafeFolder
-from storage.meshes import export_mesh
+from storage.mesh_export import export_mesh
 
 log = logging.getLogger("gen3d.runner")
 HOST = platform.node()

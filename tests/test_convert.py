@@ -13,7 +13,8 @@ from adapters.base import InputError, Item, Result
 from adapters.builtin.convert import ConvertAdapter
 from adapters.builtin.convert.pipeline import ConvertParams, convert
 from geometry.measures import is_closed
-from storage.meshes import export_mesh, load_mesh
+from storage.mesh_export import export_mesh
+from storage.meshes import load_mesh
 from tests.meshes import blob, character, surface_colour, textured
 from tests.pictures import MAX_PIXELS
 

@@ -14,7 +14,7 @@ from db import queue
 from db.engine import Database, create
 from db.migrate import upgrade
 from ingest.ingester import Ingester, IngestResult, is_job_file
-from storage.meshes import export_mesh
+from storage.mesh_export import export_mesh
 from tests.meshes import blob, glb_with_texture, textured
 from tests.pictures import bomb_png, disk_png, eps, write_job
 

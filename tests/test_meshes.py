@@ -14,7 +14,8 @@ import trimesh
 from PIL import Image
 
 from storage.errors import InputError
-from storage.meshes import MESH_SUFFIXES, export_mesh, load_mesh
+from storage.mesh_export import export_mesh
+from storage.meshes import MESH_SUFFIXES, load_mesh
 from storage.textures import gltf_images
 from tests.meshes import (
     blob,

@@ -25,7 +25,8 @@ from adapters.builtin.project.texels import texel_xy
 from geometry.barycentric import pixel_barycentric as barycentric
 from geometry.raster import face_image
 from geometry.render import render
-from storage.meshes import export_mesh, load_mesh
+from storage.mesh_export import export_mesh
+from storage.meshes import load_mesh
 from tests.pictures import MAX_PIXELS
 from tests.shapes import SHAPES, picture
 

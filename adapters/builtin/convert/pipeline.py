@@ -1,7 +1,7 @@
 """builtin-convert: a mesh to the job's output format, optionally decimated to a face budget.
 
 The format change itself is the runner's: it writes ``Result.mesh`` with
-``storage.meshes.export_mesh`` like every stage's mesh. With no parameters the mesh goes
+``storage.mesh_export.export_mesh`` like every stage's mesh. With no parameters the mesh goes
 through untouched, so a round trip keeps its vertex and face counts (STL excepted: it
 stores every triangle's corners apart). With ``face_limit`` the pipeline, each step a
 function over numpy arrays, is:
